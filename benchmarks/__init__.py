@@ -1,0 +1,1 @@
+"""`make bench`: measured numbers for the README, never asserted in a timed test."""

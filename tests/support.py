@@ -1,0 +1,162 @@
+"""Helpers the test tiers share: free ports, readiness waits, real server processes.
+
+Tests that need a real server start it here and stop it in the fixture's teardown;
+nothing waits with a bare sleep, everything polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+# mlflow's CLI lives beside the interpreter that runs the tests.
+BIN_DIR = Path(PYTHON).parent
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_binary(name: str, *extra_dirs: str) -> str:
+    """Path of an outside binary; skip when missing on a user's machine, fail under CI."""
+    path = shutil.which(name)
+    for folder in extra_dirs:
+        if path is None and (Path(folder) / name).exists():
+            path = str(Path(folder) / name)
+    if path is None:
+        reason = f"'{name}' is not installed (Debian: see .ci/run for the package)"
+        if under_ci():
+            pytest.fail(f"{reason}; CI must install it", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@dataclass
+class Process:
+    """A child process with its log file, stopped by `stop()` (SIGTERM, then SIGKILL)."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.popen.poll() is not None:
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+def start_process(
+    args: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+) -> Process:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            list(args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=REPO_ROOT,
+            start_new_session=True,  # own process group: stop() takes its workers too
+        )
+    return Process(popen, log_path)
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    port: int
+    process: Process
+    root: Path
+
+
+def mlflow_server_args(root: Path, port: int, backend_uri: str | None = None) -> list[str]:
+    """`mlflow server` as the chart runs it: proxied artifacts, SQLite unless told otherwise."""
+    backend = backend_uri or f"sqlite:///{root / 'mlflow.db'}"
+    return [
+        str(BIN_DIR / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
+
+
+@contextmanager
+def running_mlflow(
+    root: Path, port: int | None = None, backend_uri: str | None = None, timeout: float = 90
+) -> Iterator[MlflowServer]:
+    """Start a real `mlflow server`, wait for /health, stop it on exit."""
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"}
+    process = start_process(
+        mlflow_server_args(root, port, backend_uri), root / "mlflow.log", env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: http_ok(f"{url}/health") or not process.alive(),
+            timeout,
+            f"mlflow server on {url}",
+        )
+        if not process.alive():
+            raise RuntimeError(f"mlflow server exited:\n{process.log()}")
+        yield MlflowServer(url=url, port=port, process=process, root=root)
+    finally:
+        process.stop()

@@ -1,0 +1,1 @@
+"""Train, gate and register a scikit-learn classifier in the MLflow Model Registry."""

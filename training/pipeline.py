@@ -1,0 +1,320 @@
+"""One training Job from data to registry: split, search every family, pick one, score
+it once on the held-out split, gate it, log everything and register a version."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from training import model_format, registry
+from training.candidates import build_candidates
+from training.data import Dataset, load_dataset
+from training.errors import ConfigError
+from training.evaluate import (
+    critical_label_of,
+    critical_metric_name,
+    evaluate,
+    test_metrics,
+    write_report_artifacts,
+)
+from training.gates import (
+    ChampionComparison,
+    GateResult,
+    champion_gate,
+    critical_recall_gate,
+    cv_stability_gate,
+    failed,
+)
+from training.search import SearchResult, choose, search
+from training.settings import TrainingSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    """What the Job prints as its last line, and logs as `run_summary.json`."""
+
+    status: str  # "registered" or "rejected"
+    model_name: str
+    run_id: str
+    version: str | None
+    model_uri: str | None
+    candidate: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    gates: list[dict[str, Any]]
+    aliases_set: list[str]
+    data_sha256: str
+    dataset: str
+    reasons: list[str] = field(default_factory=list)
+    duration_seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def check_data(data: Dataset, settings: TrainingSettings) -> None:
+    """Refuse data the split and the folds cannot work with, naming the problem."""
+    counts = np.bincount(data.labels)
+    test_rows = round(len(data.labels) * settings.test_size)
+    smallest = int(counts.min())
+    if smallest < settings.cv_folds + 1 or test_rows < len(counts):
+        raise ConfigError(
+            f"dataset {data.name}: the smallest class has {smallest} rows, too few for a "
+            f"{settings.test_size:.0%} test split and {settings.cv_folds}-fold CV "
+            "(lower --cv-folds or add rows)"
+        )
+
+
+def run(settings: TrainingSettings) -> Summary:
+    started = time.monotonic()
+    data = load_dataset(settings.dataset, settings.target_column)
+    check_data(data, settings)
+    critical_label = critical_label_of(data.class_names, settings.critical_class)
+    critical_name = critical_metric_name(data.class_names, settings.critical_class)
+    logger.info(
+        "dataset %s: %d rows, %d features, classes %s, sha256 %s",
+        data.name,
+        len(data.labels),
+        len(data.feature_names),
+        ", ".join(data.class_names),
+        data.sha256[:12],
+    )
+
+    # The tracking server may start after the Job: wait before any MLflow call.
+    registry.limit_client_retries()
+    registry.wait_for_registry(settings.tracking_uri, settings.registry_timeout)
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri)
+    mlflow.set_experiment(settings.experiment)
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.features,
+        data.labels,
+        test_size=settings.test_size,
+        stratify=data.labels,
+        random_state=settings.seed,
+    )
+
+    with mlflow.start_run(run_name=f"train-{settings.model_name}") as parent:
+        mlflow.set_tags(
+            {"data_sha256": data.sha256, "dataset": data.name, "model_name": settings.model_name}
+        )
+        mlflow.log_params(
+            {
+                "dataset": data.name,
+                "data_sha256": data.sha256,
+                "seed": settings.seed,
+                "cv_folds": settings.cv_folds,
+                "test_size": settings.test_size,
+                "candidates": ",".join(settings.candidates),
+                "smoke": settings.smoke,
+                "latency_margin": settings.latency_margin,
+                "n_train": len(y_train),
+                "n_test": len(y_test),
+            }
+        )
+        results = [
+            _search_and_log(candidate, x_train, y_train, settings, critical_label, critical_name)
+            for candidate in build_candidates(settings.candidates, settings.smoke, settings.seed)
+        ]
+        chosen = choose(results, settings.latency_margin)
+        logger.info(
+            "chose %s (CV ROC AUC %.4f, predict %.3f ms/row)",
+            chosen.family,
+            chosen.cv_score_mean,
+            chosen.predict_latency_ms,
+        )
+        evaluation = evaluate(chosen.estimator, x_test, y_test, critical_label)
+        metrics = {
+            "cv_roc_auc_mean": chosen.cv_score_mean,
+            "cv_roc_auc_std": chosen.cv_score_std,
+            f"cv_{critical_name}_mean": chosen.cv_recall_mean,
+            f"cv_{critical_name}_std": chosen.cv_recall_std,
+            "predict_latency_ms": chosen.predict_latency_ms,
+            **test_metrics(evaluation, critical_name),
+        }
+        mlflow.log_params({"chosen_family": chosen.family})
+        mlflow.log_params({f"best_{k}": v for k, v in chosen.best_params.items()})
+        mlflow.log_metrics(metrics)
+
+        champion = registry.current_champion(client, settings.model_name)
+        comparison = _score_champion(champion, x_test, y_test, critical_label)
+        gates = [
+            critical_recall_gate(evaluation, settings.min_malignant_recall, critical_name),
+            cv_stability_gate(chosen.cv_recall_std, settings.max_cv_recall_std, critical_name),
+            champion_gate(evaluation, comparison, settings.max_regression),
+        ]
+        reasons = [gate.detail for gate in failed(gates)]
+        passed = not reasons
+
+        with tempfile.TemporaryDirectory() as folder:
+            for path in write_report_artifacts(
+                evaluation, data.class_names, critical_label, Path(folder)
+            ):
+                mlflow.log_artifact(str(path))
+        model_info = _log_model(chosen, data, x_train, settings.critical_class)
+
+        status = "registered" if passed else "rejected"
+        tags = {
+            "data_sha256": data.sha256,
+            "dataset": data.name,
+            "candidate": chosen.family,
+            "gate_status": "passed" if passed else "rejected",
+            f"test_{critical_name}": f"{evaluation.critical_recall:.4f}",
+            "test_roc_auc": f"{evaluation.roc_auc:.4f}",
+        }
+        if not passed:
+            tags["rejection_reason"] = "; ".join(reasons)[:5000]
+        description = _describe(chosen, evaluation.roc_auc, gates, passed, comparison)
+        version = registry.register(
+            client, model_info.model_uri, settings.model_name, tags, description
+        )
+        aliases: list[str] = []
+        if passed:
+            aliases = [registry.CHALLENGER] + ([registry.CHAMPION] if champion is None else [])
+            registry.set_aliases(client, version, aliases)
+        mlflow.set_tags({"gate_status": tags["gate_status"], "registered_version": version.version})
+
+        summary = Summary(
+            status=status,
+            model_name=settings.model_name,
+            run_id=parent.info.run_id,
+            version=version.version,
+            model_uri=version.uri,
+            candidate=chosen.family,
+            params=chosen.best_params,
+            metrics={k: round(v, 6) for k, v in metrics.items()},
+            gates=[gate.as_dict() for gate in gates],
+            aliases_set=aliases,
+            data_sha256=data.sha256,
+            dataset=data.name,
+            reasons=reasons,
+            duration_seconds=round(time.monotonic() - started, 2),
+        )
+        mlflow.log_dict(json.loads(summary.to_json()), "run_summary.json")
+    return summary
+
+
+def _search_and_log(
+    candidate: Any,
+    x_train: np.ndarray[Any, Any],
+    y_train: np.ndarray[Any, Any],
+    settings: TrainingSettings,
+    critical_label: int | None,
+    critical_name: str,
+) -> SearchResult:
+    """Search one family inside a nested run, so the UI compares families side by side."""
+    import mlflow
+
+    started = time.monotonic()
+    result = search(
+        candidate,
+        x_train,
+        y_train,
+        folds=settings.cv_folds,
+        seed=settings.seed,
+        critical_label=critical_label,
+        n_jobs=settings.n_jobs,
+        latency_repeats=50 if settings.smoke else 200,
+    )
+    with mlflow.start_run(run_name=candidate.family, nested=True):
+        mlflow.set_tag("family", candidate.family)
+        mlflow.log_params({"family": candidate.family, **result.best_params})
+        mlflow.log_metrics(
+            {
+                "cv_roc_auc_mean": result.cv_score_mean,
+                "cv_roc_auc_std": result.cv_score_std,
+                f"cv_{critical_name}_mean": result.cv_recall_mean,
+                f"cv_{critical_name}_std": result.cv_recall_std,
+                "predict_latency_ms": result.predict_latency_ms,
+                "search_seconds": time.monotonic() - started,
+                "grid_size": len(result.trials),
+            }
+        )
+        mlflow.log_dict({"trials": result.trials}, "cv_results.json")
+    logger.info(
+        "%s: CV ROC AUC %.4f ± %.4f, %s %.4f ± %.4f, %.3f ms/row, %d grid points",
+        candidate.family,
+        result.cv_score_mean,
+        result.cv_score_std,
+        critical_name,
+        result.cv_recall_mean,
+        result.cv_recall_std,
+        result.predict_latency_ms,
+        len(result.trials),
+    )
+    return result
+
+
+def _score_champion(
+    champion: registry.RegisteredVersion | None,
+    x_test: np.ndarray[Any, Any],
+    y_test: np.ndarray[Any, Any],
+    critical_label: int | None,
+) -> ChampionComparison | None:
+    if champion is None:
+        return None
+    try:
+        estimator = registry.load_registered_estimator(champion)
+        scored = evaluate(estimator, x_test, y_test, critical_label)
+    except ValueError as e:  # another feature schema or class set, or not our format
+        return ChampionComparison(champion.version, None, None, error=str(e))
+    return ChampionComparison(champion.version, scored.roc_auc, scored.critical_recall)
+
+
+def _log_model(
+    chosen: SearchResult, data: Dataset, x_train: np.ndarray[Any, Any], critical_class: str
+) -> Any:
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame(x_train[:3], columns=list(data.feature_names))
+    signature = infer_signature(example, chosen.estimator.predict_proba(x_train[:3]))
+    with warnings.catch_warnings():
+        # MLflow checks the named input example against an estimator fitted on plain
+        # arrays (on purpose: serving predicts on arrays, without pandas).
+        warnings.filterwarnings("ignore", message="X has feature names", category=UserWarning)
+        return mlflow.sklearn.log_model(
+            sk_model=chosen.estimator,
+            name=model_format.ARTIFACT_PATH,
+            signature=signature,
+            input_example=example,
+            metadata=model_format.model_metadata(data.class_names, critical_class),
+            serialization_format=model_format.SERIALIZATION_FORMAT,
+            skops_trusted_types=list(model_format.TRUSTED_TYPES),
+            # Stated, not inferred: inference re-loads the model in a subprocess (seconds).
+            pip_requirements=model_format.pip_requirements(),
+        )
+
+
+def _describe(
+    chosen: SearchResult,
+    roc_auc: float,
+    gates: list[GateResult],
+    passed: bool,
+    champion: ChampionComparison | None,
+) -> str:
+    verdict = "Passed every gate" if passed else "REJECTED by the gates"
+    lines = [
+        f"{verdict}: {chosen.family} {json.dumps(chosen.best_params, sort_keys=True)}, "
+        f"test ROC AUC {roc_auc:.4f}.",
+        *(f"- {'pass' if g.passed else 'FAIL'}: {g.detail}" for g in gates),
+    ]
+    if champion is None:
+        lines.append("First version to pass: also @champion.")
+    return "\n".join(lines)

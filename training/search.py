@@ -1,0 +1,132 @@
+"""Hyper-parameter search per model family, scored by stratified k-fold CV, and the
+choice between families: best CV score, with predict latency breaking near-ties."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import make_scorer, recall_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+from training.candidates import Candidate
+
+
+def critical_recall(
+    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, critical_label: int | None
+) -> float:
+    """Recall of the critical class; with none, the worst recall over all classes."""
+    labels = None if critical_label is None else [critical_label]
+    per_class = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    return float(np.min(per_class))
+
+
+def primary_scoring(n_classes: int) -> str:
+    return "roc_auc" if n_classes == 2 else "roc_auc_ovr"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    family: str
+    best_params: dict[str, Any]
+    cv_score_mean: float
+    """Mean CV ROC AUC of the best grid point."""
+    cv_score_std: float
+    cv_recall_mean: float
+    """Mean CV recall of the critical class at the best grid point."""
+    cv_recall_std: float
+    predict_latency_ms: float
+    """Fastest of repeated `predict_proba` calls on one row: the model's own cost per
+    request, and (unlike a mean or median) barely moved by a busy machine."""
+    estimator: Any
+    """The best grid point refitted on the whole training split."""
+    trials: list[dict[str, Any]]
+    """Every grid point with its CV scores, for the run's artifact."""
+
+
+def search(
+    candidate: Candidate,
+    x_train: npt.NDArray[np.float64],
+    y_train: npt.NDArray[np.int64],
+    *,
+    folds: int,
+    seed: int,
+    critical_label: int | None,
+    n_jobs: int,
+    latency_repeats: int,
+) -> SearchResult:
+    n_classes = int(np.unique(y_train).size)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    grid = GridSearchCV(
+        candidate.estimator,
+        candidate.param_grid,
+        scoring={
+            "auc": primary_scoring(n_classes),
+            "critical_recall": make_scorer(critical_recall, critical_label=critical_label),
+        },
+        refit="auc",
+        cv=cv,
+        n_jobs=n_jobs,
+    )
+    grid.fit(x_train, y_train)
+    results = grid.cv_results_
+    best = int(grid.best_index_)
+    trials: list[dict[str, Any]] = [
+        {
+            "params": {k: _plain(v) for k, v in results["params"][i].items()},
+            "cv_auc_mean": float(results["mean_test_auc"][i]),
+            "cv_auc_std": float(results["std_test_auc"][i]),
+            "cv_critical_recall_mean": float(results["mean_test_critical_recall"][i]),
+            "cv_critical_recall_std": float(results["std_test_critical_recall"][i]),
+            "rank": int(results["rank_test_auc"][i]),
+        }
+        for i in range(len(results["params"]))
+    ]
+    return SearchResult(
+        family=candidate.family,
+        best_params=trials[best]["params"],
+        cv_score_mean=trials[best]["cv_auc_mean"],
+        cv_score_std=trials[best]["cv_auc_std"],
+        cv_recall_mean=trials[best]["cv_critical_recall_mean"],
+        cv_recall_std=trials[best]["cv_critical_recall_std"],
+        predict_latency_ms=measure_predict_latency_ms(
+            grid.best_estimator_, x_train[:1], latency_repeats
+        ),
+        estimator=grid.best_estimator_,
+        trials=trials,
+    )
+
+
+def measure_predict_latency_ms(estimator: Any, row: npt.NDArray[np.float64], repeats: int) -> float:
+    estimator.predict_proba(row)  # warm-up: first calls pay one-off allocations
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        estimator.predict_proba(row)
+        timings.append(time.perf_counter() - start)
+    return float(np.min(timings) * 1000)
+
+
+# Latencies closer than this factor count as equal, so timing noise cannot flip a choice.
+SAME_SPEED_FACTOR = 1.25
+
+
+def choose(results: list[SearchResult], latency_margin: float) -> SearchResult:
+    """The best CV score wins, unless others score within `latency_margin` of it: then the
+    fastest of those wins, because serving pays the latency on every request. Near-ties
+    of speed (within `SAME_SPEED_FACTOR`) go back to the score."""
+    if not results:
+        raise ValueError("no candidate was searched")
+    best_score = max(r.cv_score_mean for r in results)
+    near_best = [r for r in results if r.cv_score_mean >= best_score - latency_margin]
+    fastest = min(r.predict_latency_ms for r in near_best)
+    as_fast = [r for r in near_best if r.predict_latency_ms <= fastest * SAME_SPEED_FACTOR]
+    return max(as_fast, key=lambda r: r.cv_score_mean)
+
+
+def _plain(value: Any) -> Any:
+    """JSON- and MLflow-friendly parameter values (numpy scalars become Python ones)."""
+    return value.item() if isinstance(value, np.generic) else value
