@@ -144,7 +144,11 @@ def running_mlflow(
     """Start a real `mlflow server`, wait for /health, stop it on exit."""
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+        # MLflow 3's GenAI job runner adds three processes per server; nothing here uses it.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     process = start_process(
         mlflow_server_args(root, port, backend_uri), root / "mlflow.log", env=env
     )
