@@ -219,18 +219,20 @@ def _search_and_log(
 ) -> SearchResult:
     """Search one family inside a nested run, so the UI compares families side by side."""
     import mlflow
+    from threadpoolctl import threadpool_limits
 
     started = time.monotonic()
-    result = search(
-        candidate,
-        x_train,
-        y_train,
-        folds=settings.cv_folds,
-        seed=settings.seed,
-        critical_label=critical_label,
-        n_jobs=settings.n_jobs,
-        latency_repeats=50 if settings.smoke else 200,
-    )
+    with threadpool_limits(limits=max(1, settings.n_jobs)):
+        result = search(
+            candidate,
+            x_train,
+            y_train,
+            folds=settings.cv_folds,
+            seed=settings.seed,
+            critical_label=critical_label,
+            n_jobs=settings.n_jobs,
+            latency_repeats=50 if settings.smoke else 200,
+        )
     with mlflow.start_run(run_name=candidate.family, nested=True):
         mlflow.set_tag("family", candidate.family)
         mlflow.log_params({"family": candidate.family, **result.best_params})

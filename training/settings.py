@@ -19,8 +19,8 @@ class TrainingSettings:
     """MLflow tracking server (`MLFLOW_TRACKING_URI`)."""
     model_name: str = "breast-cancer"
     """Registered model name; also the served V2 model name."""
-    experiment: str = "breast-cancer"
-    """MLflow experiment the runs are logged under."""
+    experiment: str = ""
+    """MLflow experiment the runs are logged under; empty means the model name."""
     dataset: str = "breast_cancer"
     """`breast_cancer`, `iris`, or a path to a CSV file with a target column."""
     target_column: str = "target"
@@ -45,7 +45,8 @@ class TrainingSettings:
     registry_timeout: float = 120.0
     """Seconds to wait for MLflow to answer before giving up with exit code 4."""
     n_jobs: int = 1
-    """Parallel CV fits; 1 keeps a Kubernetes pod within its CPU limit."""
+    """Parallel CV fits, and the native threads of each fit (OpenMP, BLAS): 1 keeps a
+    Kubernetes pod within its CPU limit instead of oversubscribing the node's cores."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -123,6 +124,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
 def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
     values = vars(args).copy()
     values["candidates"] = tuple(c.strip() for c in str(values["candidates"]).split(",") if c)
+    values["experiment"] = values["experiment"] or values["model_name"]
     try:
         return TrainingSettings(**values)
     except (TypeError, ValueError) as e:

@@ -212,3 +212,25 @@ def test_bad_configuration_exits_2_naming_the_problem(args: list[str], message: 
     result = run_job(f"http://127.0.0.1:{free_port()}", *args, timeout=60)
     assert result.exit_code == 2, result.output
     assert message in result.summary["error"]
+
+
+def test_iris_trains_and_gates_on_the_worst_class_recall(server: MlflowServer) -> None:
+    # Three classes of 50 rows: the breast-cancer thresholds are too strict for iris.
+    result = run_job(
+        server.url,
+        "--model-name",
+        "iris",
+        "--dataset",
+        "iris",
+        "--min-malignant-recall",
+        "0.85",
+        "--max-cv-recall-std",
+        "0.15",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.summary["dataset"] == "iris"
+    assert "test_worst_class_recall" in result.summary["metrics"]
+    assert result.summary["gates"][0]["name"] == "min_worst_class_recall"
+    assert sorted(result.summary["aliases_set"]) == ["challenger", "champion"]
+    run = MlflowClient(server.url).get_run(result.summary["run_id"])
+    assert MlflowClient(server.url).get_experiment(run.info.experiment_id).name == "iris"
