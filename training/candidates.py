@@ -52,7 +52,7 @@ def _random_forest(smoke: bool, seed: int) -> Candidate:
     grid: dict[str, list[Any]] = (
         {"n_estimators": [50], "max_depth": [None]}
         if smoke
-        else {"n_estimators": [100, 200], "max_depth": [None, 8], "min_samples_leaf": [1, 3]}
+        else {"n_estimators": [150], "max_depth": [None, 8], "min_samples_leaf": [1, 3]}
     )
     return Candidate("random_forest", forest, grid)
 
@@ -62,6 +62,6 @@ def _hist_gradient_boosting(smoke: bool, seed: int) -> Candidate:
     grid: dict[str, list[Any]] = (
         {"max_iter": [50], "learning_rate": [0.1]}
         if smoke
-        else {"max_iter": [100, 200], "learning_rate": [0.05, 0.1], "max_leaf_nodes": [15, 31]}
+        else {"max_iter": [150], "learning_rate": [0.05, 0.1], "max_leaf_nodes": [15, 31]}
     )
     return Candidate("hist_gradient_boosting", boosting, grid)
