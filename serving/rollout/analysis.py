@@ -1,0 +1,245 @@
+"""The judgement: canary against stable, check by check, into one verdict.
+
+Pure functions over numbers already read from Prometheus, so every threshold and
+every inconclusive case is unit-tested without a server.
+
+Checks (each with its threshold from a flag):
+
+- `requests`: both versions answered at least `min_requests` requests in the
+  window; otherwise every other check is `inconclusive` (too little evidence is
+  not a pass).
+- `success_ratio`: ok / all requests. `invalid` (a 4xx) counts against it: a canary
+  whose input schema changed rejects the well-formed requests stable accepts, and
+  that shows up as `invalid`, not `error`. Clients' own malformed requests land on
+  both versions in proportion to their traffic, so the check compares canary with
+  stable instead of with a fixed number: pass when
+  canary >= stable - `max_success_drop`.
+- `p99_latency`: pass when canary p99 <= stable p99 * `max_p99_ratio` +
+  `p99_slack_seconds`; the slack keeps a millisecond-scale service from failing on
+  one histogram bucket step.
+- `class_drift`: Jensen-Shannon distance between the predicted-class mixes
+  (`drift.py`); pass when <= `max_class_drift`; `inconclusive` when either side
+  predicted fewer than `min_requests` rows.
+
+Verdict: `fail` if any check fails, else `inconclusive` if any is, else `pass`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from serving.rollout.drift import jensen_shannon_distance
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_requests: int = 100
+    """Requests each version must have answered in the window for a verdict."""
+    max_success_drop: float = 0.01
+    """How far the canary's success ratio may fall below stable's."""
+    max_p99_ratio: float = 1.5
+    """Allowed canary p99 as a multiple of stable's ..."""
+    p99_slack_seconds: float = 0.010
+    """... plus this many seconds."""
+    max_class_drift: float = 0.1
+    """Largest Jensen-Shannon distance between the predicted-class mixes."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.min_requests < 1:
+            problems.append(f"--min-requests must be at least 1, got {self.min_requests}")
+        if not 0 <= self.max_success_drop <= 1:
+            problems.append(
+                f"--max-success-drop must be within [0, 1], got {self.max_success_drop}"
+            )
+        if not (math.isfinite(self.max_p99_ratio) and self.max_p99_ratio >= 1):
+            problems.append(f"--max-p99-ratio must be at least 1, got {self.max_p99_ratio}")
+        if not (math.isfinite(self.p99_slack_seconds) and self.p99_slack_seconds >= 0):
+            problems.append(f"--p99-slack must be >= 0 seconds, got {self.p99_slack_seconds}")
+        if not 0 <= self.max_class_drift <= 1:
+            problems.append(f"--max-class-drift must be within [0, 1], got {self.max_class_drift}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """What Prometheus says one version did in the window."""
+
+    version: str
+    outcomes: Mapping[str, float] = field(default_factory=dict)
+    """Requests by outcome (`ok`, `invalid`, `error`); `increase()` makes them fractional."""
+    p99_seconds: float | None = None
+    """None when the version has no latency samples in the window."""
+    classes: Mapping[str, float] = field(default_factory=dict)
+    """Predicted rows by class name."""
+
+    @property
+    def requests(self) -> float:
+        return sum(self.outcomes.values())
+
+    @property
+    def predictions(self) -> float:
+        return sum(self.classes.values())
+
+    @property
+    def success_ratio(self) -> float | None:
+        total = self.requests
+        return self.outcomes.get("ok", 0.0) / total if total > 0 else None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Verdict
+    stable: float | None
+    canary: float | None
+    limit: float | None
+    """The number the canary was held to (None when the check could not run)."""
+    rule: str
+    """The threshold in words, e.g. `>= stable - 0.01`."""
+    detail: str
+
+
+@dataclass(frozen=True)
+class Analysis:
+    verdict: Verdict
+    checks: tuple[Check, ...]
+    stable: VersionStats
+    canary: VersionStats
+
+    @property
+    def reason(self) -> str:
+        """The failed (or else inconclusive) checks' details, for logs and registry tags."""
+        for wanted in (Verdict.FAIL, Verdict.INCONCLUSIVE):
+            details = [f"{c.name}: {c.detail}" for c in self.checks if c.status is wanted]
+            if details:
+                return "; ".join(details)
+        return "all checks passed"
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def check_requests(stable: VersionStats, canary: VersionStats, t: Thresholds) -> Check:
+    short = [
+        f"{side} answered {stats.requests:.0f} < {t.min_requests} requests"
+        for side, stats in (("canary", canary), ("stable", stable))
+        if stats.requests < t.min_requests
+    ]
+    return Check(
+        name="requests",
+        status=Verdict.INCONCLUSIVE if short else Verdict.PASS,
+        stable=stable.requests,
+        canary=canary.requests,
+        limit=float(t.min_requests),
+        rule=f">= {t.min_requests} each",
+        detail="; ".join(short) or "enough traffic on both versions",
+    )
+
+
+def check_success_ratio(stable: VersionStats, canary: VersionStats, t: Thresholds) -> Check:
+    s, c = stable.success_ratio, canary.success_ratio
+    rule = f">= stable - {t.max_success_drop:g}"
+    if s is None or c is None:
+        return Check("success_ratio", Verdict.INCONCLUSIVE, s, c, None, rule, "no requests")
+    limit = s - t.max_success_drop
+    bad = {k: v for k, v in canary.outcomes.items() if k != "ok" and v > 0}
+    counts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(bad.items())) or "no failures"
+    passed = c >= limit
+    detail = (
+        f"canary {c:.4f} vs stable {s:.4f} ({counts})"
+        if passed
+        else f"canary success {c:.4f} < {limit:.4f} (stable {s:.4f}; canary {counts})"
+    )
+    return Check(
+        "success_ratio", Verdict.PASS if passed else Verdict.FAIL, s, c, limit, rule, detail
+    )
+
+
+def check_p99_latency(stable: VersionStats, canary: VersionStats, t: Thresholds) -> Check:
+    s, c = _finite(stable.p99_seconds), _finite(canary.p99_seconds)
+    rule = f"<= {t.max_p99_ratio:g} x stable + {t.p99_slack_seconds:g}s"
+    if s is None or c is None:
+        missing = " and ".join(n for n, v in (("stable", s), ("canary", c)) if v is None)
+        return Check(
+            "p99_latency", Verdict.INCONCLUSIVE, s, c, None, rule, f"no latency samples: {missing}"
+        )
+    limit = s * t.max_p99_ratio + t.p99_slack_seconds
+    passed = c <= limit
+    detail = f"canary p99 {c * 1000:.1f} ms {'<=' if passed else '>'} {limit * 1000:.1f} ms"
+    return Check("p99_latency", Verdict.PASS if passed else Verdict.FAIL, s, c, limit, rule, detail)
+
+
+def check_class_drift(stable: VersionStats, canary: VersionStats, t: Thresholds) -> Check:
+    rule = f"JS distance <= {t.max_class_drift:g}"
+    short = [
+        f"{side} predicted {stats.predictions:.0f} < {t.min_requests} rows"
+        for side, stats in (("canary", canary), ("stable", stable))
+        if stats.predictions < t.min_requests
+    ]
+    if short:
+        return Check("class_drift", Verdict.INCONCLUSIVE, None, None, None, rule, "; ".join(short))
+    distance = jensen_shannon_distance(stable.classes, canary.classes)
+    passed = distance <= t.max_class_drift
+    mix = ", ".join(
+        f"{name} {share(stable, name):.2f}->{share(canary, name):.2f}"
+        for name in sorted(set(stable.classes) | set(canary.classes))
+    )
+    detail = f"distance {distance:.4f} {'<=' if passed else '>'} {t.max_class_drift:g} ({mix})"
+    return Check(
+        "class_drift",
+        Verdict.PASS if passed else Verdict.FAIL,
+        None,
+        distance,
+        t.max_class_drift,
+        rule,
+        detail,
+    )
+
+
+def share(stats: VersionStats, class_name: str) -> float:
+    total = stats.predictions
+    return stats.classes.get(class_name, 0.0) / total if total > 0 else 0.0
+
+
+def combine(statuses: list[Verdict]) -> Verdict:
+    if Verdict.FAIL in statuses:
+        return Verdict.FAIL
+    if Verdict.INCONCLUSIVE in statuses:
+        return Verdict.INCONCLUSIVE
+    return Verdict.PASS
+
+
+def evaluate(stable: VersionStats, canary: VersionStats, thresholds: Thresholds) -> Analysis:
+    """Run every check; with too little traffic every check is inconclusive."""
+    traffic = check_requests(stable, canary, thresholds)
+    checks = [traffic]
+    for run in (check_success_ratio, check_p99_latency, check_class_drift):
+        result = run(stable, canary, thresholds)
+        if traffic.status is not Verdict.PASS:
+            # Values stay visible, but a handful of requests proves nothing either way.
+            result = Check(
+                result.name,
+                Verdict.INCONCLUSIVE,
+                result.stable,
+                result.canary,
+                result.limit,
+                result.rule,
+                f"too few requests ({result.detail})",
+            )
+        checks.append(result)
+    return Analysis(combine([c.status for c in checks]), tuple(checks), stable, canary)

@@ -1,0 +1,389 @@
+"""The subcommands: read the state, decide (state.py, analysis.py, plan.py), act, report.
+
+Kubernetes, MLflow and Prometheus are reached through factories, so each is made
+only when a command needs it (and tests can point them anywhere).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from serving.rollout import isvc, report
+from serving.rollout.analysis import Analysis, Verdict, evaluate
+from serving.rollout.errors import ConfigError, ConflictError, ExitCode, RefusedError
+from serving.rollout.kube import InferenceServices, connect
+from serving.rollout.plan import Outcome, run_schedule
+from serving.rollout.prometheus import Prometheus, version_stats
+from serving.rollout.registry import (
+    PROMOTED,
+    REJECTED,
+    Registry,
+    is_version_number,
+    parse_model_uri,
+    version_uri,
+)
+from serving.rollout.settings import Settings
+from serving.rollout.state import (
+    RolloutState,
+    check_can_promote,
+    check_can_roll_back,
+    check_can_start,
+)
+
+logger = logging.getLogger(__name__)
+
+PATCH_ATTEMPTS = 3
+VERDICT_EXIT = {
+    Verdict.PASS: ExitCode.OK,
+    Verdict.FAIL: ExitCode.FAILED,
+    Verdict.INCONCLUSIVE: ExitCode.INCONCLUSIVE,
+}
+
+
+class Rollout:
+    """One model's rollout on one InferenceService."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        out: TextIO | None = None,
+        *,
+        kube_factory: Callable[[Settings], InferenceServices] = lambda s: connect(s.kube),
+        registry_factory: Callable[[Settings], Registry] = lambda s: Registry(
+            s.tracking_uri, s.model_name
+        ),
+        prometheus_factory: Callable[[Settings], Prometheus] = lambda s: Prometheus(
+            s.prometheus_url
+        ),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.out = out or sys.stdout
+        self._kube_factory = kube_factory
+        self._registry_factory = registry_factory
+        self._prometheus_factory = prometheus_factory
+        self._sleep = sleep
+        self._kube: InferenceServices | None = None
+        self._registry: Registry | None = None
+        self._prometheus: Prometheus | None = None
+
+    # -- the outside systems, made on first use --------------------------------------------
+
+    @property
+    def kube(self) -> InferenceServices:
+        if self._kube is None:
+            self._kube = self._kube_factory(self.settings)
+        return self._kube
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = self._registry_factory(self.settings)
+        return self._registry
+
+    @property
+    def prometheus(self) -> Prometheus:
+        if self._prometheus is None:
+            self._prometheus = self._prometheus_factory(self.settings)
+        return self._prometheus
+
+    def emit(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read_state(self) -> tuple[isvc.Json, RolloutState]:
+        obj = self.kube.get()
+        try:
+            parsed = isvc.parse(obj)
+        except isvc.IsvcShapeError as e:
+            raise ConfigError(f"{self.kube.describe()}: {e}") from e
+        aliases = self.registry.aliases()
+        uri = parse_model_uri(parsed.model_uri)
+        if uri.name != self.settings.model_name:
+            raise ConfigError(
+                f"{self.kube.describe()} serves model {uri.name!r}, not "
+                f"{self.settings.model_name!r}: check --model-name and --isvc"
+            )
+        spec_version = uri.version or aliases.get(uri.alias or "")
+        if spec_version is None:
+            raise ConfigError(
+                f"{self.kube.describe()} serves {parsed.model_uri}, an alias the registry "
+                "does not have"
+            )
+        return obj, RolloutState(parsed, aliases, spec_version)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def apply(self, obj: isvc.Json, make_patch: Callable[[isvc.Json], isvc.Json]) -> isvc.Json:
+        """Send one merge patch built from `obj`; on 409, re-read and rebuild, if only the
+        status moved (the KServe controller writes it often during a rollout)."""
+        generation = (obj.get("metadata") or {}).get("generation")
+        for attempt in range(1, PATCH_ATTEMPTS + 1):
+            body = make_patch(obj)
+            if self.settings.dry_run:
+                self.emit(
+                    report.json_line(
+                        {
+                            "dry_run": True,
+                            "method": "PATCH",
+                            "path": self.kube.path,
+                            "content_type": isvc.MERGE_PATCH,
+                            "body": body,
+                        }
+                    )
+                )
+                return dict(isvc.merge_patch(obj, body))
+            try:
+                return self.kube.patch(body)
+            except ConflictError:
+                obj = self.kube.get()
+                if (obj.get("metadata") or {}).get("generation") != generation:
+                    raise ConflictError(
+                        f"someone changed the spec of {self.kube.describe()} while we patched "
+                        "it; check `status` and run the command again"
+                    ) from None
+                logger.info("409 conflict on attempt %d (status update); retrying", attempt)
+        raise ConflictError(f"{self.kube.describe()} kept changing; run the command again")
+
+    def registry_action(self, action: str, version: str, **details: str) -> None:
+        if self.settings.dry_run:
+            payload = {"dry_run": True, "registry": action, "model_name": self.settings.model_name}
+            self.emit(report.json_line({**payload, "version": version, **details}))
+            return
+        if action == "set_champion":
+            self.registry.set_champion(version)
+        self.registry.tag_version(version, details["status"], details["reason"])
+
+    # -- commands --------------------------------------------------------------------------
+
+    def status(self) -> int:
+        _, state = self.read_state()
+        self.emit(report.status_text(state))
+        self.emit(report.json_line(state.summary()))
+        return ExitCode.OK
+
+    def _resolve_start(self, state: RolloutState, version: str | None = None) -> str:
+        version = version or self.registry.resolve(self.settings.version_ref or "")
+        tags = self.registry.version_tags(version)
+        check_can_start(state, version, tags, self.settings.allow_rejected)
+        return version
+
+    def start(self) -> int:
+        obj, state = self.read_state()
+        version = self._resolve_start(state)
+        uri = version_uri(self.settings.model_name, version)
+        percent = self.settings.percent
+        self.apply(obj, lambda o: isvc.start_patch(o, uri, percent))
+        self.emit(
+            f"canary {'planned' if self.settings.dry_run else 'started'}: version {version} "
+            f"takes {percent} %, stable version {state.stable_version} the rest"
+        )
+        self.emit(
+            report.json_line(
+                {
+                    "action": "start",
+                    "version": version,
+                    "stable_version": state.stable_version,
+                    "percent": percent,
+                    "model_uri": uri,
+                    "dry_run": self.settings.dry_run,
+                }
+            )
+        )
+        return ExitCode.OK
+
+    def _analysis_versions(self) -> tuple[str, str]:
+        s = self.settings
+        if s.canary_ref is not None:
+            refs = [s.stable_ref or "champion", s.canary_ref]
+            if all(is_version_number(r) for r in refs):
+                return refs[0], refs[1]  # no registry needed: a plain local demo works too
+            return self.registry.resolve(refs[0]), self.registry.resolve(refs[1])
+        _, state = self.read_state()
+        if not state.canary_running or state.stable_version is None:
+            raise RefusedError(
+                f"no canary is running on {self.kube.describe()}; pass --stable and --canary "
+                "to compare two versions anyway"
+            )
+        return state.stable_version, state.spec_version
+
+    def collect(self, stable: str, canary: str, window: str) -> Analysis:
+        at = time.time()  # one instant for every query, so the numbers agree
+        model = self.settings.model_name
+        stats = [
+            version_stats(self.prometheus, model, v, window, at, self.settings.extra_matchers)
+            for v in (stable, canary)
+        ]
+        return evaluate(stats[0], stats[1], self.settings.thresholds)
+
+    def print_analysis(self, analysis: Analysis, window: str) -> None:
+        self.emit(report.analysis_table(analysis, self.settings.model_name, window))
+        self.emit(
+            report.json_line(report.analysis_json(analysis, self.settings.model_name, window))
+        )
+
+    def analyze(self) -> int:
+        stable, canary = self._analysis_versions()
+        if stable == canary:
+            raise RefusedError(f"stable and canary are the same version ({stable})")
+        analysis = self.collect(stable, canary, self.settings.window)
+        self.print_analysis(analysis, self.settings.window)
+        return VERDICT_EXIT[analysis.verdict]
+
+    def do_promote(self) -> str:
+        obj, state = self.read_state()
+        version = check_can_promote(state)
+        if state.isvc.canary_percent is not None:
+            self.apply(obj, isvc.promote_patch)
+        self.registry_action(
+            "set_champion",
+            version,
+            status=PROMOTED,
+            reason=f"promoted over version {state.stable_version}",
+        )
+        return version
+
+    def promote(self) -> int:
+        dry = self.settings.dry_run
+        version = self.do_promote()
+        self.emit(f"{'would promote' if dry else 'promoted'} version {version}: @champion moved")
+        self.emit(report.json_line({"action": "promote", "version": version, "dry_run": dry}))
+        return ExitCode.OK
+
+    def do_rollback(self, reason: str) -> tuple[str | None, str]:
+        """Traffic first (0 %), then the spec; returns (rejected version, stable version)."""
+        obj, state = self.read_state()
+        candidate = check_can_roll_back(state)
+        stable = state.stable_version or ""
+        if state.isvc.canary_percent != 0:
+            obj = self.apply(obj, lambda o: isvc.traffic_patch(o, 0))
+        stable_uri = version_uri(self.settings.model_name, stable)
+        if state.spec_version != stable:
+            self.apply(obj, lambda o: isvc.restore_patch(o, stable_uri))
+        rejected = candidate if candidate != stable else None
+        if rejected is not None:
+            self.registry_action("tag", rejected, status=REJECTED, reason=reason)
+        return rejected, stable
+
+    def rollback(self) -> int:
+        rejected, stable = self.do_rollback(self.settings.reason)
+        self.emit(
+            f"{'would roll back' if self.settings.dry_run else 'rolled back'}: all traffic on "
+            f"stable version {stable}; version {rejected or '-'} tagged rejected"
+        )
+        self.emit(
+            report.json_line(
+                {
+                    "action": "rollback",
+                    "rejected_version": rejected,
+                    "stable_version": stable,
+                    "reason": self.settings.reason,
+                    "dry_run": self.settings.dry_run,
+                }
+            )
+        )
+        return ExitCode.OK
+
+    def auto(self) -> int:
+        obj, state = self.read_state()
+        schedule = self.settings.schedule
+        already_at: int | None = None
+        version = self.registry.resolve(self.settings.version_ref or "")
+        if state.canary_running and state.spec_version == version:
+            already_at = state.isvc.canary_percent  # adopt the canary `start` began
+            logger.info("adopting the running canary of version %s at %s %%", version, already_at)
+        else:
+            self._resolve_start(state, version)
+        stable = state.stable_version or ""
+        if self.settings.dry_run:
+            return self._auto_dry_run(obj, version, already_at)
+        # The canary starts inside run_schedule, so an interrupt right after it rolls back.
+        ops = _AutoOps(self, stable, version, start_from=None if already_at is not None else obj)
+        result = run_schedule(
+            ops,
+            schedule,
+            already_at=already_at,
+            on_analysis=lambda _p, a: self.print_analysis(a, f"{ops.last_window}s"),
+            sleep=self._sleep,
+        )
+        self.emit(f"{result.outcome.value.replace('_', ' ')}: version {version} ({result.reason})")
+        self.emit(
+            report.json_line(
+                {
+                    "action": "auto",
+                    "outcome": result.outcome.value,
+                    "version": version,
+                    "stable_version": stable,
+                    "reason": result.reason,
+                    "steps": [{"percent": r.percent, "analyses": r.analyses} for r in result.steps],
+                }
+            )
+        )
+        return ExitCode.OK if result.outcome is Outcome.PROMOTED else ExitCode.FAILED
+
+    def _auto_dry_run(self, obj: isvc.Json, version: str, already_at: int | None) -> int:
+        """Print every patch the schedule would send on success, then the rollback's."""
+        uri = version_uri(self.settings.model_name, version)
+        steps = [s for s in self.settings.schedule.steps if s < 100]
+        if already_at is None:
+            obj = self.apply(obj, lambda o: isvc.start_patch(o, uri, steps[0]))
+            already_at = steps[0]
+        for percent in (s for s in steps if s > already_at):
+            obj = self.apply(obj, functools.partial(_traffic_patch, percent=percent))
+        self.apply(obj, isvc.promote_patch)
+        self.registry_action("set_champion", version, status=PROMOTED, reason="(on success)")
+        self.emit(report.json_line({"dry_run": True, "on_failure": "rollback", "version": version}))
+        return ExitCode.OK
+
+
+def _traffic_patch(obj: isvc.Json, percent: int) -> isvc.Json:
+    return isvc.traffic_patch(obj, percent)
+
+
+class _AutoOps:
+    """What `run_schedule` does to the world, through the Rollout's clients."""
+
+    def __init__(
+        self, rollout: Rollout, stable: str, canary: str, start_from: isvc.Json | None
+    ) -> None:
+        self.rollout = rollout
+        self.stable = stable
+        self.canary = canary
+        self.start_from = start_from
+        """The object `auto` checked before starting; None when the canary already runs."""
+        self.last_window = 0
+
+    def set_canary_percent(self, percent: int) -> None:
+        if self.start_from is not None:
+            uri = version_uri(self.rollout.settings.model_name, self.canary)
+            self.rollout.apply(self.start_from, lambda o: isvc.start_patch(o, uri, percent))
+            self.start_from = None
+            return
+        obj, state = self.rollout.read_state()
+        if not state.canary_running or state.spec_version != self.canary:
+            raise RefusedError(
+                f"the canary of version {self.canary} is no longer running (spec serves "
+                f"{state.spec_version} at {state.isvc.canary_percent}); someone else acted"
+            )
+        self.rollout.apply(obj, lambda o: isvc.traffic_patch(o, percent))
+
+    def analyze(self, window_seconds: int) -> Analysis:
+        self.last_window = window_seconds
+        return self.rollout.collect(self.stable, self.canary, f"{window_seconds}s")
+
+    def promote(self) -> None:
+        self.rollout.do_promote()
+
+    def rollback(self, reason: str) -> Any:
+        try:
+            return self.rollout.do_rollback(reason)
+        except RefusedError as e:
+            logger.warning("nothing to roll back: %s", e)
+            return None

@@ -1,0 +1,168 @@
+"""The Kubernetes side: read and merge-patch one InferenceService through the `kubernetes` client.
+
+The client is imported when an `InferenceServices` is made (it costs a second or
+two), so `import serving.rollout` and `analyze` with explicit versions stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serving.rollout import isvc
+from serving.rollout.errors import ConfigError, ConflictError, UnreachableError
+
+logger = logging.getLogger(__name__)
+
+FIELD_MANAGER = "mlops-rollout"
+REQUEST_TIMEOUT_SECONDS = 30
+IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_KUBECONFIG = "~/.kube/config"
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    name: str
+    """The InferenceService's name (`--isvc`)."""
+    namespace: str | None = None
+    """`--namespace`; None takes the kubeconfig context's namespace (or the pod's)."""
+    kubeconfig: str | None = None
+    """`--kubeconfig` / `KUBECONFIG`; None reads ~/.kube/config, then in-cluster."""
+    context: str | None = None
+    """`--context`: a kubeconfig context other than the current one."""
+
+
+def _first_kubeconfig(kubeconfig: str | None) -> Path | None:
+    # KUBECONFIG may list several files; any one that exists means "use kubeconfig".
+    candidates = (kubeconfig or DEFAULT_KUBECONFIG).split(":")
+    for candidate in candidates:
+        path = Path(candidate).expanduser()
+        if candidate and path.is_file():
+            return path
+    return None
+
+
+def connect(settings: KubeSettings) -> InferenceServices:
+    """An API client from kubeconfig (or the pod's service account), and the namespace."""
+    from kubernetes import client
+    from kubernetes import config as untyped_config
+    from kubernetes.config.config_exception import ConfigException
+
+    config: Any = untyped_config  # its loaders carry no type hints
+
+    configuration = client.Configuration()
+    namespace = settings.namespace
+    try:
+        if _first_kubeconfig(settings.kubeconfig) is not None:
+            config_file = settings.kubeconfig or str(Path(DEFAULT_KUBECONFIG).expanduser())
+            config.load_kube_config(
+                config_file=config_file,
+                context=settings.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+            if namespace is None:
+                contexts, current = config.list_kube_config_contexts(config_file)
+                chosen = (
+                    next((c for c in contexts if c.get("name") == settings.context), current)
+                    if settings.context
+                    else current
+                )
+                namespace = ((chosen or {}).get("context") or {}).get("namespace")
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+            if namespace is None and IN_CLUSTER_NAMESPACE_FILE.is_file():
+                namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
+    except ConfigException as e:
+        raise ConfigError(
+            f"no usable Kubernetes configuration ({e}); set --kubeconfig or KUBECONFIG, "
+            "or run inside a pod with a service account"
+        ) from e
+    api_client = client.ApiClient(configuration=configuration)
+    return InferenceServices(api_client, namespace or "default", settings.name)
+
+
+class InferenceServices:
+    """GET and JSON-merge-PATCH of one InferenceService."""
+
+    def __init__(self, api_client: Any, namespace: str, name: str) -> None:
+        from kubernetes import client
+
+        self.namespace = namespace
+        self.name = name
+        self.host = str(api_client.configuration.host)
+        self._api = client.CustomObjectsApi(api_client)
+
+    @property
+    def path(self) -> str:
+        return isvc.api_path(self.namespace, self.name)
+
+    def describe(self) -> str:
+        return f"InferenceService {self.namespace}/{self.name}"
+
+    def get(self) -> isvc.Json:
+        obj = self._call(
+            "read",
+            self._api.get_namespaced_custom_object,
+            isvc.GROUP,
+            isvc.VERSION,
+            self.namespace,
+            isvc.PLURAL,
+            self.name,
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        if not isinstance(obj, dict):
+            raise UnreachableError(f"{self.describe()}: the API server answered {obj!r}")
+        return obj
+
+    def patch(self, body: isvc.Json) -> isvc.Json:
+        logger.info("PATCH %s %s", self.path, json.dumps(body, sort_keys=True))
+        obj = self._call(
+            "patch",
+            self._api.patch_namespaced_custom_object,
+            isvc.GROUP,
+            isvc.VERSION,
+            self.namespace,
+            isvc.PLURAL,
+            self.name,
+            body,
+            field_manager=FIELD_MANAGER,
+            _content_type=isvc.MERGE_PATCH,
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        return obj if isinstance(obj, dict) else {}
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as e:
+            message = _status_message(e)
+            if e.status == 404:
+                raise ConfigError(
+                    f"{self.describe()} not found on {self.host} ({message}); "
+                    "check --namespace and --isvc (deploy it first: make deploy)"
+                ) from e
+            if e.status == 409:
+                raise ConflictError(f"{self.describe()} changed while we patched it") from e
+            raise UnreachableError(
+                f"could not {what} {self.describe()}: HTTP {e.status} {message}"
+            ) from e
+        except HTTPError as e:
+            raise UnreachableError(
+                f"the Kubernetes API server at {self.host} is unreachable: {e}"
+            ) from e
+
+
+def _status_message(error: Any) -> str:
+    """The `message` of the API server's Status object, or the raw reason."""
+    try:
+        status = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        return str(error.reason or "")
+    return str(status.get("message") or error.reason or "") if isinstance(status, dict) else ""

@@ -1,0 +1,156 @@
+"""The MLflow Model Registry side: aliases, versions, and the tags a rollout leaves.
+
+`mlflow` is imported when a `Registry` is made, not with this module: it costs
+seconds, and `analyze` with explicit version numbers never needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from serving.rollout.errors import ConfigError, RefusedError, UnreachableError
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+# Tags a rollout writes on the version it judged.
+STATUS_TAG = "rollout_status"
+REASON_TAG = "rollout_reason"
+TIME_TAG = "rollout_time"
+PROMOTED = "promoted"
+REJECTED = "rejected"
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+@dataclass(frozen=True)
+class ModelUri:
+    name: str
+    version: str | None
+    alias: str | None
+
+
+def parse_model_uri(uri: str) -> ModelUri:
+    """`models:/NAME/VERSION` or `models:/NAME@ALIAS`."""
+    match = _URI.match(uri.strip())
+    if not match:
+        raise ConfigError(
+            f"MODEL_URI {uri!r} is neither models:/NAME/VERSION nor models:/NAME@ALIAS"
+        )
+    return ModelUri(match["name"], match["version"], match["alias"])
+
+
+def version_uri(model_name: str, version: str) -> str:
+    """What a revision pins: always a concrete version, never an alias."""
+    return f"models:/{model_name}/{version}"
+
+
+def is_version_number(ref: str) -> bool:
+    return ref.isdigit()
+
+
+def _code(error: Exception) -> str:
+    return str(getattr(error, "error_code", ""))
+
+
+class Registry:
+    """One registered model, through the MLflow client."""
+
+    def __init__(self, tracking_uri: str, model_name: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self._client: Any = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args)
+        except MlflowException as e:
+            if _code(e) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                raise
+            raise UnreachableError(
+                f"MLflow at {self.tracking_uri} failed to {what}: {e.message}"
+            ) from e
+
+    def aliases(self) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self._call(
+                "read the registered model", self._client.get_registered_model, self.model_name
+            )
+        except MlflowException as e:
+            raise ConfigError(
+                f"registered model {self.model_name!r} does not exist in {self.tracking_uri}; "
+                "train and register a version first (make train-local / the training Job)"
+            ) from e
+        return {str(k): str(v) for k, v in (model.aliases or {}).items()}
+
+    def alias_version(self, alias: str) -> str | None:
+        return self.aliases().get(alias.lstrip("@"))
+
+    def resolve(self, ref: str) -> str:
+        """A version number for `ref` (a number, `alias` or `@alias`), checked to exist."""
+        if is_version_number(ref):
+            self.require_version(ref)
+            return ref
+        alias = ref.lstrip("@")
+        version = self.alias_version(alias)
+        if version is None:
+            known = ", ".join(f"@{k}={v}" for k, v in sorted(self.aliases().items())) or "none"
+            raise RefusedError(
+                f"model {self.model_name!r} has no alias @{alias} (aliases: {known})"
+            )
+        return version
+
+    def require_version(self, version: str) -> None:
+        self.version_tags(version)
+
+    def version_tags(self, version: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self._call(
+                f"read version {version}", self._client.get_model_version, self.model_name, version
+            )
+        except MlflowException as e:
+            raise RefusedError(
+                f"version {version} of model {self.model_name!r} does not exist in "
+                f"{self.tracking_uri}; `python -m serving.rollout status` lists the aliases"
+            ) from e
+        return {str(k): str(v) for k, v in (found.tags or {}).items()}
+
+    def set_champion(self, version: str) -> None:
+        self._call(
+            f"move @{CHAMPION} to version {version}",
+            self._client.set_registered_model_alias,
+            self.model_name,
+            CHAMPION,
+            version,
+        )
+        logger.info("@%s of %s now points at version %s", CHAMPION, self.model_name, version)
+
+    def tag_version(self, version: str, status: str, reason: str) -> None:
+        tags = {
+            STATUS_TAG: status,
+            REASON_TAG: reason[:5000],
+            TIME_TAG: datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        for key, value in tags.items():
+            self._call(
+                f"tag version {version}",
+                self._client.set_model_version_tag,
+                self.model_name,
+                version,
+                key,
+                value,
+            )

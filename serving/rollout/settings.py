@@ -1,0 +1,284 @@
+"""Typed settings of `python -m serving.rollout` and the parser that fills them.
+
+Flags after the subcommand; where a setting has a well-known environment variable
+(`MODEL_NAME`, `MLFLOW_TRACKING_URI`, `PROMETHEUS_URL`, `ISVC_NAME`, `KUBECONFIG`)
+its default comes from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from serving.rollout import queries
+from serving.rollout.analysis import Thresholds
+from serving.rollout.errors import ConfigError
+from serving.rollout.kube import KubeSettings
+from serving.rollout.plan import Schedule
+from serving.rollout.registry import CHALLENGER
+
+DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
+DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
+DEFAULT_MODEL_NAME = "breast-cancer"
+
+
+@dataclass(frozen=True)
+class Settings:
+    command: str
+    model_name: str
+    """Registered model name, which is also the served V2 name and the metrics' model_name."""
+    tracking_uri: str
+    prometheus_url: str
+    kube: KubeSettings
+    dry_run: bool
+    thresholds: Thresholds
+    window: str
+    """Range of the `analyze` queries (a Prometheus duration)."""
+    extra_matchers: str
+    """`--match`: label matchers added to every query (empty: model_name/model_version only)."""
+    version_ref: str | None
+    """`start`/`auto`: a version number or an alias (`--version` / `--alias`)."""
+    percent: int
+    stable_ref: str | None
+    canary_ref: str | None
+    reason: str
+    allow_rejected: bool
+    schedule: Schedule
+
+
+def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    model_name = env.get("MODEL_NAME", DEFAULT_MODEL_NAME)
+    group = parser.add_argument_group("where things are")
+    group.add_argument(
+        "--model-name",
+        default=model_name,
+        help=f"registered (and served) model name (env MODEL_NAME; default {model_name})",
+    )
+    group.add_argument(
+        "--tracking-uri",
+        default=env.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+        help="MLflow tracking/registry server (env MLFLOW_TRACKING_URI)",
+    )
+    group.add_argument(
+        "--prometheus-url",
+        default=env.get("PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL),
+        help="Prometheus HTTP API base URL (env PROMETHEUS_URL)",
+    )
+    group.add_argument(
+        "--isvc",
+        default=env.get("ISVC_NAME"),
+        help="InferenceService name (env ISVC_NAME; default: the model name)",
+    )
+    group.add_argument(
+        "--namespace", help="its namespace (default: the kubeconfig context's, or the pod's)"
+    )
+    group.add_argument(
+        "--kubeconfig",
+        default=env.get("KUBECONFIG"),
+        help="kubeconfig file(s) (env KUBECONFIG; default ~/.kube/config, then in-cluster)",
+    )
+    group.add_argument("--context", help="kubeconfig context (default: the current one)")
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the patches and registry changes instead of applying them",
+    )
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _add_thresholds(parser: argparse.ArgumentParser) -> None:
+    d = Thresholds()
+    group = parser.add_argument_group("analysis thresholds")
+    group.add_argument(
+        "--match",
+        default="",
+        help='extra PromQL label matchers for every query, e.g. namespace="mlops" '
+        "(default: none; versions are told apart by model_name and model_version)",
+    )
+    group.add_argument(
+        "--min-requests",
+        type=int,
+        default=d.min_requests,
+        help=f"requests (and predicted rows) each version needs (default {d.min_requests})",
+    )
+    group.add_argument(
+        "--max-success-drop",
+        type=float,
+        default=d.max_success_drop,
+        help=f"canary success ratio may be this far below stable's (default {d.max_success_drop})",
+    )
+    group.add_argument(
+        "--max-p99-ratio",
+        type=float,
+        default=d.max_p99_ratio,
+        help=f"canary p99 <= stable p99 x this + --p99-slack (default {d.max_p99_ratio})",
+    )
+    group.add_argument(
+        "--p99-slack",
+        type=float,
+        default=d.p99_slack_seconds,
+        help=f"seconds added to the allowed p99 (default {d.p99_slack_seconds})",
+    )
+    group.add_argument(
+        "--max-class-drift",
+        type=float,
+        default=d.max_class_drift,
+        help=f"largest Jensen-Shannon distance of the class mixes (default {d.max_class_drift})",
+    )
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--version", help="registry version number to roll out")
+    which.add_argument(
+        "--alias", help=f"registry alias to resolve to a version (default @{CHALLENGER})"
+    )
+    parser.add_argument(
+        "--allow-rejected",
+        action="store_true",
+        help="roll out a version an earlier rollout rejected",
+    )
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.rollout",
+        description=(
+            "Canary rollouts of a KServe InferenceService, judged on Prometheus: "
+            "start, analyze, promote or roll back, or all of it with `auto`. "
+            "Exit codes: 0 ok/pass/promoted, 1 fail/rolled back, 2 usage or refused, "
+            "3 inconclusive, 4 Kubernetes/MLflow/Prometheus error, 5 rollback failed."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _add_common(sub, env)
+        return sub
+
+    command("status", "stable and canary versions, traffic split, registry aliases")
+
+    start = command("start", "start a canary: set MODEL_URI to a version and canaryTrafficPercent")
+    _add_version(start)
+    start.add_argument("--percent", type=int, default=10, help="canary traffic share (default 10)")
+
+    analyze = command("analyze", "judge the canary against stable on Prometheus")
+    analyze.add_argument(
+        "--stable", help="stable version or alias (default: @champion, with --canary)"
+    )
+    analyze.add_argument(
+        "--canary", help="canary version or alias (default: the InferenceService's canary)"
+    )
+    analyze.add_argument(
+        "--window", default="5m", help="Prometheus range of the queries (default 5m)"
+    )
+    _add_thresholds(analyze)
+
+    command("promote", "send all traffic to the canary and move @champion to its version")
+
+    rollback = command("rollback", "send the canary 0 %%, restore stable in the spec, tag it")
+    rollback.add_argument(
+        "--reason", default="rolled back by the operator", help="recorded on the version"
+    )
+
+    auto = command("auto", "step through a schedule, analysing after each step")
+    _add_version(auto)
+    s = Schedule()
+    auto.add_argument(
+        "--steps",
+        default=",".join(map(str, s.steps)),
+        help=f"traffic percentages, the last 100 = promote (default {','.join(map(str, s.steps))})",
+    )
+    auto.add_argument(
+        "--soak",
+        type=float,
+        default=s.soak_seconds,
+        help=f"seconds after each step before its first analysis (default {s.soak_seconds:g})",
+    )
+    auto.add_argument(
+        "--interval",
+        type=float,
+        default=s.interval_seconds,
+        help=f"seconds between analyses while inconclusive (default {s.interval_seconds:g})",
+    )
+    auto.add_argument(
+        "--step-timeout",
+        type=float,
+        default=s.step_timeout_seconds,
+        help=f"roll back when inconclusive this long (default {s.step_timeout_seconds:g})",
+    )
+    _add_thresholds(auto)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Validate the parsed flags into Settings; every problem is a ConfigError."""
+    get = vars(args).get
+    try:
+        thresholds = (
+            Thresholds(
+                min_requests=args.min_requests,
+                max_success_drop=args.max_success_drop,
+                max_p99_ratio=args.max_p99_ratio,
+                p99_slack_seconds=args.p99_slack,
+                max_class_drift=args.max_class_drift,
+            )
+            if hasattr(args, "min_requests")
+            else Thresholds()
+        )
+        schedule = (
+            Schedule(
+                steps=Schedule.parse_steps(args.steps),
+                soak_seconds=args.soak,
+                interval_seconds=args.interval,
+                step_timeout_seconds=args.step_timeout,
+            )
+            if hasattr(args, "steps")
+            else Schedule()
+        )
+        window = queries.validate_window(get("window") or "5m")
+        match = str(get("match") or "")
+        extra_matchers = queries.validate_matchers(match) if match.strip() else ""
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    raw_percent = get("percent")
+    percent = 10 if raw_percent is None else int(raw_percent)
+    if not 1 <= percent <= 99:
+        raise ConfigError(f"--percent must be within 1..99 (100 is `promote`), got {percent}")
+    version = get("version")
+    if version is not None and not str(version).isdigit():
+        raise ConfigError(f"--version must be a registry version number, got {version!r}")
+    alias = get("alias")
+    version_ref = version or (alias.lstrip("@") if alias else None)
+    if args.command in {"start", "auto"} and version_ref is None:
+        version_ref = CHALLENGER
+    if args.command == "analyze" and get("stable") is not None and get("canary") is None:
+        raise ConfigError("--stable needs --canary (or give neither to read the cluster)")
+    model_name = str(args.model_name).strip()
+    if not model_name:
+        raise ConfigError("--model-name is empty")
+    return Settings(
+        command=args.command,
+        model_name=model_name,
+        tracking_uri=args.tracking_uri,
+        prometheus_url=args.prometheus_url,
+        kube=KubeSettings(
+            name=args.isvc or model_name,
+            namespace=args.namespace,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+        ),
+        dry_run=bool(args.dry_run),
+        thresholds=thresholds,
+        window=window,
+        extra_matchers=extra_matchers,
+        version_ref=version_ref,
+        percent=percent,
+        stable_ref=get("stable"),
+        canary_ref=get("canary"),
+        reason=str(get("reason") or "rolled back by the operator"),
+        allow_rejected=bool(get("allow_rejected")),
+        schedule=schedule,
+    )

@@ -1,0 +1,90 @@
+"""A canned Prometheus for the Kubernetes-side tests of `auto`: it answers the analysis'
+instant queries from a table of numbers and records what it was asked.
+
+The PromQL itself runs on a real `prometheus` in test_analysis_prometheus.py; here
+only the verdict matters (pass / fail / inconclusive) so the test can watch the
+patches `auto` sends in response.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_VERSION = re.compile(r'model_version="([^"]+)"')
+
+
+@dataclass
+class VersionNumbers:
+    outcomes: dict[str, float]
+    p99_seconds: float
+    classes: dict[str, float]
+
+
+HEALTHY = VersionNumbers({"ok": 500.0}, 0.004, {"malignant": 180.0, "benign": 320.0})
+ERRORING = VersionNumbers(
+    {"ok": 300.0, "invalid": 200.0}, 0.004, {"malignant": 110.0, "benign": 190.0}
+)
+QUIET = VersionNumbers({"ok": 3.0}, 0.004, {"malignant": 1.0, "benign": 2.0})
+
+
+@dataclass
+class CannedPrometheus:
+    numbers: dict[str, VersionNumbers]
+    queries: list[str] = field(default_factory=list)
+    url: str = ""
+
+    def answer(self, expr: str) -> list[dict[str, Any]]:
+        found = _VERSION.search(expr)
+        numbers = self.numbers.get(found.group(1)) if found else None
+        if numbers is None:
+            return []
+        if expr.startswith("histogram_quantile"):
+            return [{"metric": {}, "value": [0, str(numbers.p99_seconds)]}]
+        label, values = (
+            ("outcome", numbers.outcomes)
+            if "inference_requests_total" in expr
+            else ("class_name", numbers.classes)
+        )
+        return [{"metric": {label: k}, "value": [0, str(v)]} for k, v in values.items()]
+
+    @contextmanager
+    def running(self) -> Iterator[CannedPrometheus]:
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                split = urlsplit(self.path)
+                expr = parse_qs(split.query).get("query", [""])[0]
+                canned.queries.append(expr)
+                payload = {
+                    "status": "success",
+                    "data": {"resultType": "vector", "result": canned.answer(expr)},
+                }
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)

@@ -1,0 +1,333 @@
+"""The analysis for real: `mlflow server`, versions trained by `python -m training`,
+predictor processes (`python -m serving`) serving them, and a real `prometheus`
+scraping every predictor each second. The test drives V2 traffic 90/10 and runs
+`python -m serving.rollout analyze`, i.e. the same PromQL (queries.py) that runs
+against the cluster's Prometheus.
+
+The versions:
+- stable: logistic regression on the breast-cancer data;
+- healthy: the same recipe with another seed;
+- schema: trained on a CSV with only the first 10 features. Clients keep sending the
+  30 features the stable version takes, so this canary answers every request with a
+  400 (`outcome="invalid"`), the realistic fault of a model whose input schema changed.
+- flipped: trained on a CSV whose labels are swapped; it serves without an error but
+  calls most benign tumours malignant, so its predicted-class mix shifts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+import yaml
+from sklearn.datasets import load_breast_cancer
+
+from serving.rollout import queries
+from serving.rollout.__main__ import main
+from tests.support import (
+    PYTHON,
+    REPO_ROOT,
+    MlflowServer,
+    Process,
+    free_port,
+    http_ok,
+    require_binary,
+    start_process,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+MODEL = "rollout-analysis"
+ROLES = ("stable", "healthy", "schema", "flipped")
+GATES_OFF = ["--min-malignant-recall", "0", "--max-cv-recall-std", "1", "--max-regression", "1"]
+BATCH = 4  # rows per request: more predicted rows for the class mix, still small requests
+TRAFFIC_DEADLINE = 120.0
+# Judged in the analysis: a canary needs this many requests (and predicted rows).
+MIN_REQUESTS = 50
+# The test machine runs other suites at the same time; a single slow request must not
+# decide these tests, whose subject is the success ratio and the class mix (the p99
+# rule is unit-tested in test_analysis.py).
+P99_SLACK = "0.25"
+
+
+def write_csv(path: Path, columns: int, flip: bool) -> Path:
+    data = load_breast_cancer()
+    names = [str(n) for n in data.feature_names[:columns]]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*names, "target"])
+        for row, label in zip(data.data, data.target, strict=True):
+            # target 0 is malignant; the flipped set calls it benign and vice versa
+            malignant = (label == 0) != flip
+            writer.writerow([*row[:columns].tolist(), "malignant" if malignant else "benign"])
+    return path
+
+
+def train(server: MlflowServer, role: str, folder: Path) -> subprocess.Popen[str]:
+    dataset = {
+        "stable": [],
+        "healthy": ["--seed", "7"],
+        "schema": ["--dataset", str(write_csv(folder / "ten-features.csv", 10, flip=False))],
+        "flipped": ["--dataset", str(write_csv(folder / "flipped.csv", 30, flip=True))],
+    }[role]
+    return subprocess.Popen(
+        [
+            PYTHON, "-m", "training", "--tracking-uri", server.url, "--model-name", MODEL,
+            "--experiment", f"rollout-{role}", "--smoke", "--candidates", "logreg",
+            *GATES_OFF, *dataset,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+
+
+@dataclass
+class World:
+    prometheus_url: str
+    tracking_uri: str
+    versions: dict[str, str]
+    """Role -> registry version."""
+    predictors: dict[str, str]
+    """Role -> base URL."""
+    sent: Counter[str] = field(default_factory=Counter)
+    """Requests sent per role, over the whole module."""
+    answers: dict[str, Counter[Any]] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def world(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    prometheus = require_binary("prometheus")
+    folder = tmp_path_factory.mktemp("analysis")
+    # Training runs in parallel (own experiments); the versions come from their summaries.
+    jobs = {role: train(mlflow_server, role, folder) for role in ROLES}
+    versions = {}
+    for role, job in jobs.items():
+        out, err = job.communicate(timeout=600)
+        assert job.returncode == 0, f"training {role} failed:\n{err[-3000:]}"
+        versions[role] = str(json.loads(out.strip().splitlines()[-1])["version"])
+    with ExitStack() as stack:
+        predictors: dict[str, str] = {}
+        processes: dict[str, Process] = {}
+        for role in ROLES:
+            port = free_port()
+            process = start_process(
+                [
+                    PYTHON, "-m", "serving", "--model_uri", f"models:/{MODEL}/{versions[role]}",
+                    "--http_port", str(port), "--grpc_port", str(free_port()),
+                ],
+                folder / f"predictor-{role}.log",
+                env={"MLFLOW_TRACKING_URI": mlflow_server.url, "MODEL_NAME": MODEL},
+            )  # fmt: skip
+            stack.callback(process.stop)
+            processes[role] = process
+            predictors[role] = f"http://127.0.0.1:{port}"
+        for role, url in predictors.items():
+            wait_until(
+                lambda u=url, p=processes[role]: (
+                    http_ok(f"{u}/v2/models/{MODEL}/ready") or not p.alive()
+                ),
+                180,
+                f"the {role} predictor",
+            )
+            assert processes[role].alive(), processes[role].log()
+        prometheus_url = start_prometheus(prometheus, folder, list(predictors.values()), stack)
+        yield World(prometheus_url, mlflow_server.url, versions, predictors)
+
+
+def start_prometheus(binary: str, folder: Path, targets: list[str], stack: ExitStack) -> str:
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "predictors",
+                "static_configs": [{"targets": [t.removeprefix("http://") for t in targets]}],
+            }
+        ],
+    }
+    config_path = folder / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = start_process(
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={folder / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        folder / "prometheus.log",
+    )
+    stack.callback(process.stop)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(f"{url}/-/ready") or not process.alive(), 60, "prometheus")
+    assert process.alive(), process.log()
+
+    def all_up() -> bool:
+        active = requests.get(f"{url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return len(active) == len(targets) and all(t["health"] == "up" for t in active)
+
+    wait_until(all_up, 60, "prometheus to scrape every predictor")
+
+    # increase() extrapolates to the window's end by up to one scrape interval, in
+    # proportion to how long it has seen the series: a few seconds of history (the
+    # predictor creates its series at 0 on load) keep that error to a few percent.
+    def history() -> bool:
+        expr = f"min(count_over_time({queries.REQUESTS_METRIC}[1m]))"
+        result = requests.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5).json()
+        samples = result["data"]["result"]
+        return bool(samples) and float(samples[0]["value"][1]) >= 15
+
+    wait_until(history, 60, "15 scrapes of every predictor", interval=0.5)
+    return url
+
+
+ROWS = load_breast_cancer().data
+
+
+def drive(world: World, canary: str, requests_total: int, seed: int) -> None:
+    """`requests_total` V2 requests, exactly every tenth to the canary, bounded in time."""
+    rng = np.random.default_rng(seed)
+    session = requests.Session()
+    deadline = time.monotonic() + TRAFFIC_DEADLINE
+    for i in range(requests_total):
+        assert time.monotonic() < deadline, "traffic loop ran out of time"
+        role = canary if i % 10 == 9 else "stable"
+        rows = ROWS[rng.integers(0, len(ROWS), BATCH)]
+        body = {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [BATCH, 30],
+                    "datatype": "FP64",
+                    "data": rows.ravel().tolist(),
+                }
+            ]
+        }
+        response = session.post(
+            f"{world.predictors[role]}/v2/models/{MODEL}/infer", json=body, timeout=10
+        )
+        world.sent[role] += 1
+        answers = world.answers.setdefault(role, Counter())
+        if response.status_code == 200:
+            outputs = {o["name"]: o for o in response.json()["outputs"]}
+            answers.update(outputs["class_name"]["data"])
+        else:
+            answers[response.status_code] += 1
+    wait_for_scrapes(world, ("stable", canary))
+
+
+def wait_for_scrapes(world: World, roles: tuple[str, ...]) -> None:
+    """Until Prometheus holds every request sent to these versions (the raw counters)."""
+
+    def counted(role: str) -> float:
+        expr = queries.requests_served(queries.version_selector(MODEL, world.versions[role]))
+        response = requests.get(
+            f"{world.prometheus_url}/api/v1/query", params={"query": expr}, timeout=5
+        )
+        result = response.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0.0
+
+    wait_until(
+        lambda: all(counted(r) >= world.sent[r] for r in roles),
+        30,
+        "prometheus to scrape the test's requests",
+        interval=0.5,
+    )
+
+
+def analyze(
+    world: World, capsys: pytest.CaptureFixture[str], *refs: str
+) -> tuple[int, dict[str, Any], str]:
+    capsys.readouterr()
+    code = main(
+        [
+            "analyze", "--model-name", MODEL, "--tracking-uri", world.tracking_uri,
+            "--prometheus-url", world.prometheus_url, "--window", "15m",
+            "--min-requests", str(MIN_REQUESTS), "--p99-slack", P99_SLACK, *refs,
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    return code, json.loads(out.strip().splitlines()[-1]), out
+
+
+def statuses(report: dict[str, Any]) -> dict[str, str]:
+    return {name: check["status"] for name, check in report["checks"].items()}
+
+
+def test_healthy_canary_is_inconclusive_on_little_traffic_then_passes(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow import MlflowClient
+
+    stable, canary = world.versions["stable"], world.versions["healthy"]
+    MlflowClient(world.tracking_uri).set_registered_model_alias(MODEL, "champion", stable)
+
+    drive(world, "healthy", 100, seed=1)  # 10 canary requests: too few to judge
+    code, report, out = analyze(world, capsys, "--stable", "champion", "--canary", canary)
+    assert (code, report["verdict"]) == (3, "inconclusive"), out
+    assert report["stable_version"] == stable and report["canary_version"] == canary
+    assert 5 <= report["checks"]["requests"]["canary"] < MIN_REQUESTS
+    assert "canary answered" in report["reason"]
+
+    drive(world, "healthy", 1000, seed=2)  # now 110 canary requests
+    code, report, out = analyze(world, capsys, "--stable", stable, "--canary", canary)
+    assert (code, report["verdict"]) == (0, "pass"), out
+    assert statuses(report) == dict.fromkeys(
+        ("requests", "success_ratio", "p99_latency", "class_drift"), "pass"
+    )
+    assert report["canary"]["requests"]["ok"] == pytest.approx(110, rel=0.1)
+    assert report["checks"]["success_ratio"]["canary"] == pytest.approx(1.0)
+    assert report["checks"]["class_drift"]["canary"] < 0.1
+    assert "verdict: PASS" in out and "class_drift" in out
+
+
+def test_canary_with_a_changed_input_schema_fails_the_success_ratio(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    drive(world, "schema", 1000, seed=3)
+    # The fault is real: every request the stable version answers, this canary rejects.
+    assert set(world.answers["schema"]) == {400}
+    code, report, out = analyze(
+        world, capsys, "--stable", world.versions["stable"], "--canary", world.versions["schema"]
+    )
+    assert (code, report["verdict"]) == (1, "fail"), out
+    assert report["checks"]["success_ratio"]["status"] == "fail"
+    assert report["checks"]["success_ratio"]["canary"] == pytest.approx(0.0)
+    assert report["canary"]["requests"]["invalid"] == pytest.approx(
+        100, rel=0.1
+    )  # increase() extrapolates
+    # It predicted nothing, so the class mix cannot be judged; the verdict is still fail.
+    assert report["checks"]["class_drift"]["status"] == "inconclusive"
+    assert report["reason"].startswith("success_ratio: canary success 0.0000")
+
+
+def test_canary_with_a_shifted_class_mix_fails_the_drift_check(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    drive(world, "flipped", 1000, seed=4)
+    answers = world.answers["flipped"]
+    assert answers["malignant"] > answers["benign"]  # stable's mix is about 37 / 63
+    code, report, out = analyze(
+        world, capsys, "--stable", world.versions["stable"], "--canary", world.versions["flipped"]
+    )
+    assert (code, report["verdict"]) == (1, "fail"), out
+    assert statuses(report) == {
+        "requests": "pass",
+        "success_ratio": "pass",
+        "p99_latency": "pass",
+        "class_drift": "fail",
+    }
+    assert report["checks"]["class_drift"]["canary"] > 0.2

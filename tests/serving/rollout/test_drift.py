@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from serving.rollout.drift import jensen_shannon_distance
+
+
+def test_identical_mixes_are_at_distance_zero() -> None:
+    assert jensen_shannon_distance({"a": 30, "b": 70}, {"a": 3, "b": 7}) == pytest.approx(0.0)
+
+
+def test_mixes_without_a_common_class_are_at_distance_one() -> None:
+    assert jensen_shannon_distance({"malignant": 10}, {"benign": 5}) == pytest.approx(1.0)
+
+
+def test_a_class_missing_on_one_side_needs_no_smoothing() -> None:
+    # P = (1/2, 1/2), Q = (1, 0), M = (3/4, 1/4):
+    # JSD = 1/2 (1/2 log2(2/3) + 1/2 log2 2) + 1/2 log2(4/3)
+    expected = math.sqrt(0.5 * (0.5 * math.log2(2 / 3) + 0.5) + 0.5 * math.log2(4 / 3))
+    assert jensen_shannon_distance({"a": 5, "b": 5}, {"a": 8}) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("stable", "canary"),
+    [
+        ({"malignant": 212, "benign": 357}, {"malignant": 357, "benign": 212}),
+        ({"malignant": 40, "benign": 60}, {"malignant": 45, "benign": 55}),
+        ({"a": 1, "b": 2, "c": 3}, {"a": 3, "c": 1}),
+    ],
+)
+def test_agrees_with_scipy(stable: dict[str, float], canary: dict[str, float]) -> None:
+    classes = sorted(set(stable) | set(canary))
+    p = [stable.get(c, 0) for c in classes]
+    q = [canary.get(c, 0) for c in classes]
+    assert jensen_shannon_distance(stable, canary) == pytest.approx(
+        float(jensenshannon(p, q, base=2))
+    )
+
+
+def test_flipped_breast_cancer_mix_is_far_above_the_default_threshold() -> None:
+    distance = jensen_shannon_distance(
+        {"malignant": 212, "benign": 357}, {"malignant": 357, "benign": 212}
+    )
+    assert 0.2 < distance < 0.3
+
+
+def test_no_predictions_is_an_error_not_a_distance() -> None:
+    with pytest.raises(ValueError, match="no predictions"):
+        jensen_shannon_distance({}, {"a": 1})

@@ -1,0 +1,518 @@
+"""The exact HTTP requests the `kubernetes` client sends for each command.
+
+No API server runs here: a local recorder answers like one (fake_apiserver.py),
+reached through a kubeconfig, while the registry is a real `mlflow server`. The
+e2e tier runs the same commands against kind.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.rollout import queries
+from serving.rollout.__main__ import main
+from tests.serving.rollout.fake_apiserver import FakeApiServer, Recorded, inference_service
+from tests.serving.rollout.fake_prometheus import (
+    ERRORING,
+    HEALTHY,
+    QUIET,
+    CannedPrometheus,
+    VersionNumbers,
+)
+from tests.serving.rollout.helpers import NAMESPACE, TOKEN, RegistryModel, isvc_path
+from tests.support import REPO_ROOT, wait_until
+
+pytestmark = pytest.mark.integration
+
+Cli = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def cli(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    registry_model: RegistryModel,
+    kubeconfig: Path,
+) -> Cli:
+    """Run `python -m serving.rollout COMMAND ...` in-process; (exit code, stdout)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+    def run(command: str, *args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(
+            [
+                command,
+                "--model-name",
+                registry_model.name,
+                "--tracking-uri",
+                registry_model.tracking_uri,
+                "--kubeconfig",
+                str(kubeconfig),
+                "--isvc",
+                registry_model.name,
+                *args,
+            ]
+        )
+        return code, capsys.readouterr().out
+
+    return run
+
+
+def last_json(out: str) -> dict[str, Any]:
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def containers_serving(obj: dict[str, Any], uri: str) -> list[dict[str, Any]]:
+    """The object's containers list with MODEL_URI set to `uri` (what a patch must carry)."""
+    containers = copy.deepcopy(obj["spec"]["predictor"]["containers"])
+    for entry in containers[0]["env"]:
+        if entry["name"] == "MODEL_URI":
+            entry["value"] = uri
+    return containers
+
+
+def traffic_body(resource_version: str, percent: int | None) -> dict[str, Any]:
+    return {
+        "metadata": {"resourceVersion": resource_version},
+        "spec": {"predictor": {"canaryTrafficPercent": percent}},
+    }
+
+
+def assert_merge_patch(request: Recorded, path: str) -> None:
+    assert (request.method, request.path) == ("PATCH", path)
+    assert request.content_type == "application/merge-patch+json"
+    assert request.query == {"fieldManager": ["mlops-rollout"]}
+    assert request.authorization == f"Bearer {TOKEN}"
+
+
+def test_status_is_one_get_and_reports_both_versions(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, registry_model: RegistryModel
+) -> None:
+    path = make_isvc("2", 10)
+    code, out = cli("status")
+    assert code == 0
+    assert [(r.method, r.path, r.authorization) for r in fake_api.requests] == [
+        ("GET", path, f"Bearer {TOKEN}")
+    ]
+    name = registry_model.name
+    assert last_json(out) == {
+        "namespace": NAMESPACE,
+        "name": name,
+        "ready": True,
+        "model_uri": f"models:/{name}/2",
+        "stable_version": "1",
+        "canary_version": "2",
+        "canary_percent": 10,
+        "stable_revision": f"{name}-predictor-00001",
+        "latest_ready_revision": f"{name}-predictor-00002",
+        "traffic": [
+            {"revision": f"{name}-predictor-00002", "percent": 10, "latest": True, "tag": None},
+            {"revision": f"{name}-predictor-00001", "percent": 90, "latest": False, "tag": "prev"},
+        ],
+        "aliases": {"challenger": "2", "champion": "1"},
+    }
+    assert "canary                version 2 at 10 %" in out
+
+
+def test_start_sends_one_merge_patch_with_the_whole_containers_list(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, registry_model: RegistryModel
+) -> None:
+    path = make_isvc("1")
+    before = fake_api.get(path)
+    new_uri = f"models:/{registry_model.name}/2"
+
+    code, out = cli("start", "--alias", "challenger", "--percent", "10")
+
+    assert code == 0, out
+    assert fake_api.methods() == ["GET", "PATCH"]
+    patch = fake_api.requests[1]
+    assert_merge_patch(patch, path)
+    assert patch.body == {
+        "metadata": {"resourceVersion": "1000"},
+        "spec": {
+            "predictor": {
+                "canaryTrafficPercent": 10,
+                "containers": containers_serving(before, new_uri),
+            }
+        },
+    }
+    after = fake_api.get(path)
+    assert after["spec"]["predictor"] == {
+        **before["spec"]["predictor"],
+        "canaryTrafficPercent": 10,
+        "containers": containers_serving(before, new_uri),
+    }
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+    assert last_json(out) == {
+        "action": "start",
+        "version": "2",
+        "stable_version": "1",
+        "percent": 10,
+        "model_uri": new_uri,
+        "dry_run": False,
+    }
+
+
+REFUSALS = [
+    ("1", None, ["--version", "1"], "version 1 is already stable"),
+    ("1", None, ["--version", "99"], "version 99 of model .* does not exist"),
+    ("1", None, ["--alias", "nope"], "has no alias @nope"),
+    ("2", 10, ["--version", "3"], "a canary of version 2 is already running at 10 %"),
+]
+
+
+@pytest.mark.parametrize("refusal", REFUSALS, ids=["stable", "missing", "no-alias", "running"])
+def test_start_refuses_without_patching(
+    cli: Cli,
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    caplog: pytest.LogCaptureFixture,
+    refusal: tuple[str, int | None, list[str], str],
+) -> None:
+    spec_version, percent, args, message = refusal
+    make_isvc(spec_version, percent)
+    code, _ = cli("start", *args)
+    assert code == 2
+    assert fake_api.patches() == []
+    assert any(re.search(message, r.getMessage()) for r in caplog.records), caplog.text
+
+
+def test_start_dry_run_prints_the_patch_and_sends_nothing(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, registry_model: RegistryModel
+) -> None:
+    path = make_isvc("1")
+    before = fake_api.get(path)
+    code, out = cli("start", "--version", "3", "--percent", "20", "--dry-run")
+    assert code == 0
+    assert fake_api.methods() == ["GET"]
+    printed = json.loads(out.splitlines()[0])
+    assert printed == {
+        "dry_run": True,
+        "method": "PATCH",
+        "path": path,
+        "content_type": "application/merge-patch+json",
+        "body": {
+            "metadata": {"resourceVersion": "1000"},
+            "spec": {
+                "predictor": {
+                    "canaryTrafficPercent": 20,
+                    "containers": containers_serving(before, f"models:/{registry_model.name}/3"),
+                }
+            },
+        },
+    }
+    assert fake_api.get(path) == before
+
+
+def test_promote_deletes_the_percent_and_moves_champion(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, registry_model: RegistryModel
+) -> None:
+    path = make_isvc("2", 10)
+    code, out = cli("promote")
+    assert code == 0, out
+    assert fake_api.methods() == ["GET", "PATCH"]
+    patch = fake_api.requests[1]
+    assert_merge_patch(patch, path)
+    assert patch.body == {
+        "metadata": {"resourceVersion": "1000"},
+        "spec": {"predictor": {"canaryTrafficPercent": None}},
+    }
+    assert b'"canaryTrafficPercent": null' in patch.raw_body
+    assert "canaryTrafficPercent" not in fake_api.get(path)["spec"]["predictor"]
+    assert registry_model.aliases() == {"champion": "2", "challenger": "2"}
+    assert registry_model.tags("2")["rollout_status"] == "promoted"
+
+
+def test_promote_without_a_canary_is_refused(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, registry_model: RegistryModel
+) -> None:
+    make_isvc("1")
+    code, _ = cli("promote")
+    assert code == 2
+    assert fake_api.patches() == []
+    assert registry_model.aliases()["champion"] == "1"
+
+
+def test_rollback_cuts_traffic_first_then_restores_stable_and_tags_the_version(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, registry_model: RegistryModel
+) -> None:
+    path = make_isvc("2", 10)
+    before = fake_api.get(path)
+    code, out = cli("rollback", "--reason", "p99 too high in the demo")
+    assert code == 0, out
+    assert fake_api.methods() == ["GET", "PATCH", "PATCH"]
+    first, second = fake_api.requests[1], fake_api.requests[2]
+    assert_merge_patch(first, path)
+    assert first.body == {
+        "metadata": {"resourceVersion": "1000"},
+        "spec": {"predictor": {"canaryTrafficPercent": 0}},
+    }
+    assert_merge_patch(second, path)
+    stable_uri = f"models:/{registry_model.name}/1"
+    assert second.body == {
+        "metadata": {"resourceVersion": "1001"},  # the version the first patch returned
+        "spec": {"predictor": {"containers": containers_serving(before, stable_uri)}},
+    }
+    after = fake_api.get(path)["spec"]["predictor"]
+    assert after["canaryTrafficPercent"] == 0
+    assert after["containers"] == containers_serving(before, stable_uri)
+    assert registry_model.aliases() == {"champion": "1", "challenger": "2"}
+    tags = registry_model.tags("2")
+    assert (tags["rollout_status"], tags["rollout_reason"]) == (
+        "rejected",
+        "p99 too high in the demo",
+    )
+    # The rejected version is not started again by accident.
+    code, _ = cli("start", "--version", "2")
+    assert code == 2
+    assert len(fake_api.patches()) == 2
+
+
+def test_a_status_write_between_read_and_patch_is_retried(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any
+) -> None:
+    make_isvc("1")
+    fake_api.status_writes_before_next_patch = 1
+    code, out = cli("start", "--version", "2")
+    assert code == 0, out
+    assert fake_api.methods() == ["GET", "PATCH", "GET", "PATCH"]
+    assert [r.body["metadata"]["resourceVersion"] for r in fake_api.patches()] == [
+        "1000",
+        "1001",
+    ]
+
+
+def test_a_spec_change_by_someone_else_is_never_overwritten(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any
+) -> None:
+    path = make_isvc("1")
+    fake_api.spec_edit_before_next_patch = {"spec": {"predictor": {"minReplicas": 3}}}
+    code, _ = cli("start", "--version", "2")
+    assert code == 4
+    assert fake_api.methods() == ["GET", "PATCH", "GET"]
+    after = fake_api.get(path)["spec"]["predictor"]
+    assert after["minReplicas"] == 3
+    assert "canaryTrafficPercent" not in after
+
+
+def test_an_unknown_isvc_is_a_clear_usage_error(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_isvc("1")
+    code, _ = cli("status", "--namespace", "elsewhere")
+    assert code == 2
+    assert fake_api.requests[0].path.startswith(
+        "/apis/serving.kserve.io/v1beta1/namespaces/elsewhere/"
+    )
+    assert "not found" in caplog.text and "--namespace" in caplog.text
+
+
+def test_an_unreachable_api_server_is_exit_4(
+    cli: Cli, kubeconfig: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.support import free_port
+
+    kubeconfig.write_text(
+        kubeconfig.read_text().replace(
+            kubeconfig.read_text().split("server: ")[1].split("\n")[0],
+            f"http://127.0.0.1:{free_port()}",
+        )
+    )
+    code, _ = cli("status")
+    assert code == 4
+    assert "unreachable" in caplog.text
+
+
+# -- auto ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def canned() -> Iterator[Callable[[dict[str, VersionNumbers]], CannedPrometheus]]:
+    stack: list[Any] = []
+
+    def make(numbers: dict[str, VersionNumbers]) -> CannedPrometheus:
+        context = CannedPrometheus(numbers).running()
+        stack.append(context)
+        return context.__enter__()
+
+    yield make
+    for context in stack:
+        context.__exit__(None, None, None)
+
+
+AUTO_FAST = ["--soak", "0", "--interval", "0.1", "--step-timeout", "5", "--min-requests", "100"]
+
+
+def test_auto_with_passing_analyses_steps_up_and_promotes(
+    cli: Cli,
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+) -> None:
+    path = make_isvc("1")
+    before = fake_api.get(path)
+    prometheus = canned({"1": HEALTHY, "2": HEALTHY})
+    code, out = cli(
+        "auto", "--alias", "challenger", "--steps", "10,50,100",
+        "--prometheus-url", prometheus.url, *AUTO_FAST,
+    )  # fmt: skip
+    assert code == 0, out
+    assert fake_api.methods() == ["GET", "PATCH", "GET", "PATCH", "GET", "PATCH"]
+    for request in fake_api.patches():
+        assert_merge_patch(request, path)
+    assert [r.body for r in fake_api.patches()] == [
+        {
+            "metadata": {"resourceVersion": "1000"},
+            "spec": {
+                "predictor": {
+                    "canaryTrafficPercent": 10,
+                    "containers": containers_serving(before, f"models:/{registry_model.name}/2"),
+                }
+            },
+        },
+        traffic_body("1001", 50),
+        traffic_body("1002", None),
+    ]
+    assert registry_model.aliases()["champion"] == "2"
+    summary = last_json(out)
+    assert (summary["outcome"], summary["version"], summary["stable_version"]) == (
+        "promoted",
+        "2",
+        "1",
+    )
+    assert [s["percent"] for s in summary["steps"]] == [10, 50]
+    # The analysis ran the shared PromQL, for both versions, over the step's window.
+    canary = queries.version_selector(registry_model.name, "2")
+    stable = queries.version_selector(registry_model.name, "1")
+    assert queries.requests_by_outcome(canary, "1s") in prometheus.queries
+    assert queries.requests_by_outcome(stable, "1s") in prometheus.queries
+    assert queries.latency_quantile(canary, "1s") in prometheus.queries
+    assert queries.predictions_by_class(canary, "1s") in prometheus.queries
+
+
+def test_auto_with_a_failing_analysis_rolls_back_at_once(
+    cli: Cli,
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+) -> None:
+    path = make_isvc("1")
+    before = fake_api.get(path)
+    prometheus = canned({"1": HEALTHY, "2": ERRORING})
+    code, out = cli("auto", "--version", "2", "--prometheus-url", prometheus.url, *AUTO_FAST)
+    assert code == 1, out
+    assert fake_api.methods() == ["GET", "PATCH", "GET", "PATCH", "PATCH"]
+    bodies = [r.body for r in fake_api.patches()]
+    assert bodies[0]["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert bodies[1:] == [
+        traffic_body("1001", 0),
+        {
+            "metadata": {"resourceVersion": "1002"},
+            "spec": {
+                "predictor": {
+                    "containers": containers_serving(before, f"models:/{registry_model.name}/1")
+                }
+            },
+        },
+    ]
+    assert registry_model.aliases()["champion"] == "1"
+    tags = registry_model.tags("2")
+    assert tags["rollout_status"] == "rejected"
+    assert tags["rollout_reason"].startswith("analysis failed at 10 %: success_ratio")
+    summary = last_json(out)
+    assert summary["outcome"] == "rolled_back"
+    assert '"verdict":"fail"' in out  # the step's analysis JSON line was printed too
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_auto_rolls_back(
+    fake_api: FakeApiServer,
+    registry_model: RegistryModel,
+    kubeconfig: Path,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+    sig: signal.Signals,
+) -> None:
+    """Ctrl-C (or a SIGTERM) in the middle of a step: the real process rolls back, exit 1."""
+    fake_api.put(
+        isvc_path(registry_model.name),
+        inference_service(registry_model.name, NAMESPACE, f"models:/{registry_model.name}/1"),
+    )
+    tmp_path = kubeconfig.parent
+    prometheus = canned({"1": HEALTHY, "2": QUIET})  # inconclusive: auto keeps waiting
+    log = tmp_path / "auto.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "serving.rollout", "auto",
+                "--model-name", registry_model.name, "--tracking-uri", registry_model.tracking_uri,
+                "--kubeconfig", str(kubeconfig), "--isvc", registry_model.name,
+                "--prometheus-url", prometheus.url,
+                "--soak", "0", "--interval", "0.2", "--step-timeout", "120",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env={**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+        )  # fmt: skip
+    try:
+        wait_until(
+            lambda: len(prometheus.queries) >= 6 or process.poll() is not None,
+            60,
+            "auto to start the canary and analyse",
+        )
+        assert process.poll() is None, log.read_text()
+        process.send_signal(sig)
+        code = process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    text = log.read_text()
+    assert code == 1, text
+    assert [
+        r.body["spec"]["predictor"].get("canaryTrafficPercent") for r in fake_api.patches()
+    ] == [
+        10,
+        0,
+        None,  # the restore patch carries only the containers
+    ]
+    assert registry_model.aliases()["champion"] == "1"
+    assert registry_model.tags("2")["rollout_reason"] == (
+        "interrupted by the operator before the rollout finished"
+    )
+    assert '"outcome":"rolled_back"' in text
+
+
+def test_auto_dry_run_prints_every_patch_of_the_schedule_and_sends_none(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, registry_model: RegistryModel
+) -> None:
+    path = make_isvc("1")
+    before = fake_api.get(path)
+    code, out = cli("auto", "--steps", "10,50,100", "--dry-run")
+    assert code == 0, out
+    assert fake_api.methods() == ["GET"]
+    printed = [json.loads(line) for line in out.strip().splitlines()]
+    patches = [p["body"]["spec"]["predictor"] for p in printed if p.get("method") == "PATCH"]
+    assert patches == [
+        {
+            "canaryTrafficPercent": 10,
+            "containers": containers_serving(before, f"models:/{registry_model.name}/2"),
+        },
+        {"canaryTrafficPercent": 50},
+        {"canaryTrafficPercent": None},
+    ]
+    assert {"registry": "set_champion", "version": "2"}.items() <= printed[3].items()
+    assert registry_model.aliases()["champion"] == "1"
