@@ -1,0 +1,150 @@
+{{/*
+The chart name, or nameOverride; used in the `app.kubernetes.io/name` label.
+*/}}
+{{- define "mlops.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The prefix of every object name: `<release>-<chart>`, or the release name alone when it
+already contains the chart name, or fullnameOverride. Cut to leave room for suffixes.
+*/}}
+{{- define "mlops.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+`<chart>-<version>` for the helm.sh/chart label.
+*/}}
+{{- define "mlops.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object. Call with (dict "ctx" $ "component" "mlflow").
+*/}}
+{{- define "mlops.labels" -}}
+helm.sh/chart: {{ include "mlops.chart" .ctx }}
+{{ include "mlops.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: mlops
+{{- end }}
+
+{{/*
+The stable subset used in selectors: name, instance and component only.
+*/}}
+{{- define "mlops.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlops.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+The image reference. Refuses `latest`: a mutable tag defeats `kind load` and rollbacks.
+*/}}
+{{- define "mlops.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag | toString }}
+{{- if eq $tag "latest" }}
+{{- fail "image.tag must not be 'latest': pin a version (the chart's appVersion when empty)" }}
+{{- end }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+
+{{/*
+The ServiceAccount every pod runs as.
+*/}}
+{{- define "mlops.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mlops.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the MLflow Deployment, Service and volume claim.
+*/}}
+{{- define "mlops.mlflow.fullname" -}}
+{{- printf "%s-mlflow" (include "mlops.fullname" .) }}
+{{- end }}
+
+{{/*
+The tracking URI the training Job and the predictor use: the chart's own server through its
+Service (a name MLflow's allowed-hosts list accepts), or an external one.
+*/}}
+{{- define "mlops.mlflow.trackingUri" -}}
+{{- if .Values.mlflow.enabled }}
+{{- printf "http://%s:%v" (include "mlops.mlflow.fullname" .) .Values.mlflow.port }}
+{{- else if .Values.mlflow.externalTrackingUri }}
+{{- .Values.mlflow.externalTrackingUri }}
+{{- else }}
+{{- fail "mlflow.externalTrackingUri is required when mlflow.enabled is false" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Host headers MLflow accepts: its Service names (any port, any cluster domain), localhost for
+port-forwards, private IPs for probes and Prometheus, and the user's extras.
+*/}}
+{{- define "mlops.mlflow.allowedHosts" -}}
+{{- $svc := include "mlops.mlflow.fullname" . }}
+{{- $hosts := list $svc (printf "%s:*" $svc) (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s:*" $svc .Release.Namespace) (printf "%s.%s.svc*" $svc .Release.Namespace) }}
+{{- $hosts = concat $hosts (list "localhost" "localhost:*" "127.0.0.1" "127.0.0.1:*" "10.*" "192.168.*") }}
+{{- range $i := until 16 }}
+{{- $hosts = append $hosts (printf "172.%d.*" (add 16 $i)) }}
+{{- end }}
+{{- concat $hosts .Values.mlflow.extraAllowedHosts | join "," }}
+{{- end }}
+
+{{/*
+The registry URI the predictor loads: a pinned version wins over an explicit URI, which wins
+over the `@champion` alias.
+*/}}
+{{- define "mlops.predictor.modelUri" -}}
+{{- if .Values.predictor.modelVersion }}
+{{- printf "models:/%s/%v" .Values.modelName .Values.predictor.modelVersion }}
+{{- else if .Values.predictor.modelUri }}
+{{- .Values.predictor.modelUri }}
+{{- else }}
+{{- printf "models:/%s@champion" .Values.modelName }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the PodMonitor that scrapes the predictor; Prometheus labels its targets with the
+job `<namespace>/<this name>`, which the alert rules select on.
+*/}}
+{{- define "mlops.predictor.podMonitorName" -}}
+{{- printf "%s-predictor" (include "mlops.fullname" .) }}
+{{- end }}
+
+{{/*
+The `/tmp` volume every pod mounts over its read-only root file system.
+*/}}
+{{- define "mlops.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- end }}
+
+{{/*
+A value as an environment variable's string. Helm reads YAML numbers as floats, which print
+as `1.048576e+06`; whole numbers are printed as integers instead.
+*/}}
+{{- define "mlops.envValue" -}}
+{{- if and (kindIs "float64" .) (eq (floor .) .) }}
+{{- int64 . | toString }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make train`: one more training run on the cluster, as a Job of its own. The chart's Job
+# template is rendered with the release's own values and a unique `training.runSuffix`
+# (the chart runs training only on install; `helm upgrade` never retrains).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${RELEASE:?}" "${NAMESPACE:?}" "${KUBE_CONTEXT:?}"
+KUBECTL="${KUBECTL:-kubectl}"
+HELM="${HELM:-helm}"
+TIMEOUT_SECONDS="${TRAIN_TIMEOUT_SECONDS:-1800}"
+K=("$KUBECTL" --context "$KUBE_CONTEXT" -n "$NAMESPACE")
+
+values="$(mktemp)"
+trap 'rm -f "$values"' EXIT
+"$HELM" --kube-context "$KUBE_CONTEXT" get values "$RELEASE" -n "$NAMESPACE" -o yaml >"$values"
+suffix="$(date -u +%Y%m%d%H%M%S)"
+job="$("$HELM" template "$RELEASE" charts/mlops -n "$NAMESPACE" -f "$values" \
+  --set training.enabled=true --set-string training.runSuffix="$suffix" \
+  --show-only templates/training-job.yaml | "${K[@]}" create -f - -o name)"
+echo "started $job"
+
+# Wait for either end: `kubectl wait` can watch only one condition.
+deadline=$((SECONDS + TIMEOUT_SECONDS))
+while ((SECONDS < deadline)); do
+  state="$("${K[@]}" get "$job" -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type} {end}')"
+  case " $state " in
+    *" Complete "*) result=0; break ;;
+    *" Failed "*) result=1; break ;;
+  esac
+  sleep 5
+done
+"${K[@]}" logs "$job" --tail=1 || true
+if [ -z "${result:-}" ]; then
+  echo "$job did not finish within ${TIMEOUT_SECONDS}s" >&2
+  exit 1
+fi
+if [ "$result" -ne 0 ]; then
+  echo "$job failed (exit 3: the gates refused the model; see the JSON line above)" >&2
+  exit 1
+fi
+cat <<NEXT
+$job registered a new version (the JSON line above). Next:
+  make canary          # roll it out behind a canary (python -m serving.rollout), or
+  helm upgrade $RELEASE charts/mlops -n $NAMESPACE --reuse-values \\
+    --set predictor.modelVersion=<version> --set predictor.canaryTrafficPercent=10
+NEXT

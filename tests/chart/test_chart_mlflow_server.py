@@ -1,0 +1,242 @@
+"""MLflow started with exactly the arguments the chart gives it, against SQLite and a real
+PostgreSQL; the training package registers a model through it, as the Job does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.chart.mlflow_args import local_mlflow_command
+from tests.chart.render import Rendered, render
+from tests.support import (
+    BIN_DIR,
+    PYTHON,
+    REPO_ROOT,
+    Process,
+    free_port,
+    http_ok,
+    require_binary,
+    start_process,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.chart, pytest.mark.integration]
+
+POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+MODEL = "breast-cancer"
+
+
+@dataclass
+class ChartMlflow:
+    url: str
+    process: Process
+    data_dir: Path
+
+
+@contextmanager
+def running_chart_mlflow(
+    rendered: Rendered, root: Path, secret_env: dict[str, str] | None = None
+) -> Iterator[ChartMlflow]:
+    """`mlflow server` with the chart's arguments, on 127.0.0.1; stopped on exit."""
+    port = free_port()
+    data_dir, tmp_dir = root / "volume", root / "tmp"
+    data_dir.mkdir(parents=True)
+    tmp_dir.mkdir()
+    command = local_mlflow_command(rendered, data_dir=data_dir, tmp_dir=tmp_dir, port=port)
+    assert sorted(command.secret_env) == sorted(secret_env or {}), "the Secrets to supply"
+    env = {
+        **command.env,
+        **(secret_env or {}),
+        "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    args = [str(BIN_DIR / command.args[0]), *command.args[1:]]
+    process = start_process(args, root / "mlflow.log", env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{url}/health") or not process.alive(), 240, f"mlflow on {url}")
+        assert process.alive(), process.log()
+        yield ChartMlflow(url=url, process=process, data_dir=data_dir)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartMlflow]:
+    with running_chart_mlflow(render(), tmp_path_factory.mktemp("chart-mlflow")) as server:
+        yield server
+
+
+def train_through(rendered: Rendered, url: str) -> dict[str, Any]:
+    """`python -m training` with the Job's own environment, pointed at the local server.
+
+    Two settings are changed for a short, reproducible run: SMOKE, and LATENCY_MARGIN=0 so
+    that the measured predict latency (noisy on a loaded machine) cannot pick the model.
+    """
+    job = rendered.one("Job")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env.update(
+        MLFLOW_TRACKING_URI=url,
+        SMOKE="true",
+        LATENCY_MARGIN="0",
+        HOME=os.environ.get("HOME", "/tmp"),
+    )
+    env.pop("MPLCONFIGDIR")
+    done = subprocess.run(
+        [PYTHON, *container["command"][1:]],
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def registered_versions(url: str) -> list[str]:
+    response = requests.get(
+        f"{url}/api/2.0/mlflow/model-versions/search",
+        params={"filter": f"name='{MODEL}'"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return [v["version"] for v in response.json().get("model_versions", [])]
+
+
+def test_sqlite_server_with_chart_args_registers_a_model_and_exposes_metrics(
+    sqlite_server: ChartMlflow,
+) -> None:
+    pytest.importorskip("training.pipeline")
+    server = sqlite_server
+    summary = train_through(render(), server.url)
+    assert (summary["status"], summary["model_name"], summary["version"]) == (
+        "registered",
+        MODEL,
+        "1",
+    )
+    assert registered_versions(server.url) == ["1"]
+    # SQLite and the proxied artifacts both landed on the "volume".
+    assert (server.data_dir / "mlflow.db").is_file()
+    assert any((server.data_dir / "artifacts").rglob("MLmodel"))
+
+    metrics = requests.get(f"{server.url}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert "mlflow_http_request_total" in metrics.text
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("mlops-mlflow:5000", 200),
+        ("mlops-mlflow.mlops.svc.cluster.local:5000", 200),
+        ("10.244.0.17:5000", 200),  # Prometheus scraping the pod IP
+        ("evil.example.com", 403),
+    ],
+)
+def test_sqlite_server_accepts_its_service_names_and_refuses_other_hosts(
+    sqlite_server: ChartMlflow, host: str, status: int
+) -> None:
+    response = requests.get(
+        f"{sqlite_server.url}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers={"Host": host},
+        timeout=10,
+    )
+    assert response.status_code == status
+
+
+@pytest.fixture
+def postgresql() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl) with an `mlflow` database."""
+    bin_dir = str(POSTGRES_BIN[-1]) if POSTGRES_BIN else ""
+    initdb = require_binary("initdb", bin_dir)
+    pg_ctl = require_binary("pg_ctl", bin_dir)
+    createdb = require_binary("createdb", bin_dir)
+    # PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`, in a
+    # folder of its own (pytest's tmp_path is not reachable for other users).
+    root = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        run_as = ["runuser", "-u", "nobody", "--"]
+        shutil.chown(root, "nobody")
+    data, port = root / "data", free_port()
+    try:
+        subprocess.run(
+            [*run_as, initdb, "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *run_as,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(root / "pg.log"),
+                "-w",
+                "-o",
+                f"-k {root} -h 127.0.0.1 -p {port}",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*run_as, createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                [*run_as, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
+                check=False,
+                capture_output=True,
+            )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgresql_server_with_chart_args_registers_a_model(
+    tmp_path: Path, postgresql: str
+) -> None:
+    pytest.importorskip("training.pipeline")
+    rendered = render(
+        {"mlflow": {"backend": {"type": "postgresql", "existingSecret": "mlflow-postgresql"}}}
+    )
+    # The database URL reaches the server the way the chart delivers it: from the Secret,
+    # as MLFLOW_BACKEND_STORE_URI, never as an argument.
+    secret = {"MLFLOW_BACKEND_STORE_URI": postgresql}
+    with running_chart_mlflow(rendered, tmp_path, secret) as server:
+        summary = train_through(rendered, server.url)
+        versions = registered_versions(server.url)
+    assert not (server.data_dir / "mlflow.db").exists()
+    assert (summary["status"], summary["version"]) == ("registered", "1")
+    assert versions == ["1"]
+    tables = subprocess.run(
+        [
+            require_binary("psql", str(POSTGRES_BIN[-1]) if POSTGRES_BIN else ""),
+            postgresql,
+            "-tAc",
+            "select name from registered_models",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert tables.stdout.split() == [MODEL]

@@ -1,0 +1,383 @@
+"""What the parts rely on: canary wiring, the predictor contract, the training settings,
+MLflow's arguments, who may reach MLflow, what Prometheus scrapes, and NOTES that work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+from typing import Any
+
+import helm_python as helm
+import pytest
+
+from tests.chart.render import NAMESPACE, RELEASE, Rendered, render
+
+pytestmark = pytest.mark.chart
+
+
+def predictor_of(rendered: Rendered) -> dict[str, Any]:
+    return rendered.one("InferenceService")["spec"]["predictor"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+# --- canary ---------------------------------------------------------------------------
+
+
+def test_canary_is_absent_unless_set(default_render: Rendered) -> None:
+    predictor = predictor_of(default_render)
+    assert "canaryTrafficPercent" not in predictor
+    env = env_of(predictor["containers"][0])
+    assert env["MODEL_URI"] == "models:/breast-cancer@champion"
+
+
+def test_canary_scenario_sends_ten_percent_to_a_pinned_version(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    predictor = predictor_of(rendered_scenarios["canary"])
+    assert predictor["canaryTrafficPercent"] == 10
+    assert env_of(predictor["containers"][0])["MODEL_URI"] == "models:/breast-cancer/2"
+
+
+@pytest.mark.parametrize(
+    ("set_flags", "percent", "model_uri"),
+    [
+        # what `helm upgrade --reuse-values --set ...` sends for each step of a rollout
+        (
+            "predictor.modelVersion=7,predictor.canaryTrafficPercent=10",
+            10,
+            "models:/breast-cancer/7",
+        ),
+        ("predictor.modelVersion=7,predictor.canaryTrafficPercent=0", 0, "models:/breast-cancer/7"),
+        (
+            "predictor.modelVersion=7,predictor.canaryTrafficPercent=null",
+            None,
+            "models:/breast-cancer/7",
+        ),
+        (
+            "predictor.modelUri=models:/breast-cancer@challenger",
+            None,
+            "models:/breast-cancer@challenger",
+        ),
+    ],
+)
+def test_helm_set_flags_drive_the_canary(
+    set_flags: str, percent: int | None, model_uri: str
+) -> None:
+    predictor = predictor_of(render(helm.parse_set_string(set_flags)))
+    assert predictor.get("canaryTrafficPercent") == percent
+    assert ("canaryTrafficPercent" in predictor) is (percent is not None)
+    assert env_of(predictor["containers"][0])["MODEL_URI"] == model_uri
+
+
+def test_a_pinned_version_wins_over_the_uri() -> None:
+    predictor = predictor_of(
+        render({"predictor": {"modelVersion": 3, "modelUri": "models:/breast-cancer@champion"}})
+    )
+    assert env_of(predictor["containers"][0])["MODEL_URI"] == "models:/breast-cancer/3"
+
+
+# --- the predictor contract ------------------------------------------------------------
+
+
+def test_the_inference_service_runs_the_custom_predictor_in_knative_mode(
+    default_render: Rendered,
+) -> None:
+    isvc = default_render.one("InferenceService")
+    assert isvc["metadata"]["name"] == "breast-cancer"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    predictor = isvc["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 1)
+    [container] = predictor["containers"]
+    assert container["name"] == "kserve-container"
+    assert container["command"] == ["python", "-m", "serving"]
+    assert container["args"][:2] == ["--http_port=8080", "--grpc_port=8081"]
+    # Knative: one port, named for its protocol.
+    assert container["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
+    env = env_of(container)
+    assert env["MODEL_NAME"] == "breast-cancer"
+    assert (env["MAX_BATCH_SIZE"], env["MAX_BODY_BYTES"]) == ("1024", "4194304")
+    mlflow_service = default_render.one("Service", "-mlflow")
+    assert env["MLFLOW_TRACKING_URI"] == (
+        f"http://{mlflow_service['metadata']['name']}:{mlflow_service['spec']['ports'][0]['port']}"
+    )
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+
+
+def test_the_predictor_s_arguments_and_environment_parse_into_its_settings(
+    default_render: Rendered,
+) -> None:
+    """The container's args and env, parsed by the serving package's own parser."""
+    settings_module = pytest.importorskip("serving.settings")
+    model_server = pytest.importorskip("kserve.model_server")
+    container = predictor_of(default_render)["containers"][0]
+    env = env_of(container)
+    parser = settings_module.add_arguments(
+        argparse.ArgumentParser(parents=[model_server.parser]), env
+    )
+    helps = " ".join(action.help or "" for action in parser._actions)
+    read_by_package = set(re.findall(r"\(env (\w+)", helps)) | {"MODEL_NAME"}
+    assert set(env) - {"HOME"} <= read_by_package
+    settings = settings_module.settings_from_args(parser.parse_args(container["args"]))
+    assert settings.model_uri == "models:/breast-cancer@champion"
+    assert settings.tracking_uri == "http://mlops-mlflow:5000"
+    assert settings.model_name == "breast-cancer"
+    assert (settings.http_port, settings.grpc_port) == (8080, 8081)
+    assert (settings.max_batch_size, settings.max_body_bytes) == (1024, 4194304)
+
+
+def test_predictor_pods_carry_the_labels_the_network_policy_admits(
+    default_render: Rendered,
+) -> None:
+    policy = default_render.one("NetworkPolicy")
+    peers = [peer["podSelector"]["matchLabels"] for peer in policy["spec"]["ingress"][0]["from"]]
+    predictor_labels = predictor_of(default_render)["labels"]
+    training_labels = default_render.one("Job")["spec"]["template"]["metadata"]["labels"]
+    test_labels = default_render.one("Pod")["metadata"]["labels"]
+    for labels in (predictor_labels, training_labels, test_labels):
+        assert any(matches(peer, labels) for peer in peers), labels
+    # KServe's own label on predictor pods is admitted too, and nothing else is.
+    assert any(matches(p, {"serving.kserve.io/inferenceservice": "breast-cancer"}) for p in peers)
+    assert not any(matches(p, {"app.kubernetes.io/name": "other"}) for p in peers)
+    mlflow_pod = default_render.one("Deployment", "-mlflow")["spec"]["template"]["metadata"]
+    assert matches(policy["spec"]["podSelector"]["matchLabels"], mlflow_pod["labels"])
+
+
+def test_prometheus_may_scrape_mlflow_only_when_it_is_there(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    rules = rendered_scenarios["default"].one("NetworkPolicy")["spec"]["ingress"]
+    assert rules[1]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert len(rendered_scenarios["monitoring-off"].one("NetworkPolicy")["spec"]["ingress"]) == 1
+
+
+# --- the training Job ------------------------------------------------------------------
+
+
+def test_the_training_job_has_its_bounds_and_runs_once_as_a_hook(default_render: Rendered) -> None:
+    job = default_render.one("Job")
+    assert job["metadata"]["name"] == "mlops-train"
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install"
+    spec = job["spec"]
+    assert (
+        spec["backoffLimit"],
+        spec["activeDeadlineSeconds"],
+        spec["ttlSecondsAfterFinished"],
+    ) == (
+        2,
+        1800,
+        86400,
+    )
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    [rule] = spec["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"] == {"containerName": "training", "operator": "In", "values": [2, 3]}
+    assert spec["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "training"]
+
+
+def test_make_train_renders_a_plain_job_with_its_own_name() -> None:
+    job = render({"training": {"runSuffix": "20260101120000"}}).one("Job")
+    assert job["metadata"]["name"] == "mlops-train-20260101120000"
+    assert "annotations" not in job["metadata"]
+
+
+def test_every_training_setting_reaches_the_package_under_its_own_name(
+    default_render: Rendered,
+) -> None:
+    """The Job's environment, parsed by the training package's own parser."""
+    settings_module = pytest.importorskip("training.settings")
+    env = env_of(default_render.one("Job")["spec"]["template"]["spec"]["containers"][0])
+    parser = settings_module.build_parser(env)
+    helps = " ".join(action.help or "" for action in parser._actions)
+    read_by_package = set(re.findall(r"\(env (\w+)", helps))
+    chart_settings = set(default_render.values["training"]["settings"])
+    assert chart_settings | {"MLFLOW_TRACKING_URI", "MODEL_NAME"} == read_by_package
+    settings = settings_module.settings_from_args(parser.parse_args([]))
+    assert settings.tracking_uri == "http://mlops-mlflow:5000"
+    assert settings.model_name == "breast-cancer"
+    assert (settings.seed, settings.cv_folds, settings.smoke) == (42, 5, False)
+    assert (settings.min_malignant_recall, settings.max_cv_recall_std) == (0.95, 0.05)
+    assert settings.candidates == ("logreg", "random_forest", "hist_gradient_boosting")
+    assert settings.registry_timeout == 300
+
+
+def test_changed_training_values_change_the_settings_the_package_sees() -> None:
+    settings_module = pytest.importorskip("training.settings")
+    rendered = render(
+        {"training": {"settings": {"SMOKE": True, "SEED": 7, "CANDIDATES": "logreg"}}}
+    )
+    env = env_of(rendered.one("Job")["spec"]["template"]["spec"]["containers"][0])
+    parser = settings_module.build_parser(env)
+    settings = settings_module.settings_from_args(parser.parse_args([]))
+    assert (settings.smoke, settings.seed, settings.candidates) == (True, 7, ("logreg",))
+
+
+# --- MLflow ----------------------------------------------------------------------------
+
+
+def test_mlflow_serves_artifacts_exposes_metrics_and_accepts_its_service_names(
+    default_render: Rendered,
+) -> None:
+    container = default_render.one("Deployment", "-mlflow")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    args = container["args"]
+    assert container["command"] == ["mlflow", "server"]
+    assert "--serve-artifacts" in args
+    assert "--backend-store-uri=sqlite:////mlflow/mlflow.db" in args
+    assert "--artifacts-destination=/mlflow/artifacts" in args
+    assert "--expose-prometheus=/tmp/prometheus" in args
+    hosts = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
+    assert {
+        "mlops-mlflow",
+        "mlops-mlflow:*",
+        "mlops-mlflow.mlops.svc*",
+        "127.0.0.1:*",
+        "10.*",
+    } <= set(hosts)
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {
+        v["name"]: v
+        for v in default_render.one("Deployment", "-mlflow")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes[mounts["/mlflow"]]["persistentVolumeClaim"]["claimName"] == "mlops-mlflow"
+    assert default_render.one("PersistentVolumeClaim")["spec"]["resources"]["requests"] == {
+        "storage": "2Gi"
+    }
+
+
+def test_without_persistence_mlflow_keeps_its_data_in_an_empty_dir() -> None:
+    rendered = render({"mlflow": {"persistence": {"enabled": False}}})
+    volumes = rendered.one("Deployment", "-mlflow")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "data", "emptyDir": {}} in volumes
+    assert rendered.of_kind("PersistentVolumeClaim") == []
+    assert "WARNING: persistence is off" in rendered.notes
+
+
+def test_an_external_mlflow_replaces_the_chart_s_own() -> None:
+    rendered = render(
+        {"mlflow": {"enabled": False, "externalTrackingUri": "http://mlflow.tools:5000"}}
+    )
+    assert not [o for o in rendered.objects if o["metadata"]["name"].endswith("-mlflow")]
+    env = env_of(predictor_of(rendered)["containers"][0])
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.tools:5000"
+
+
+# --- monitoring ------------------------------------------------------------------------
+
+
+def test_pod_monitors_scrape_the_predictor_and_mlflow(default_render: Rendered) -> None:
+    predictor_monitor = default_render.one("PodMonitor", "-predictor")
+    assert predictor_monitor["spec"]["selector"]["matchLabels"] == {
+        "serving.kserve.io/inferenceservice": "breast-cancer"
+    }
+    [endpoint] = predictor_monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["portNumber"], endpoint["path"]) == (8080, "/metrics")
+    assert "serving.knative.dev/revision" in predictor_monitor["spec"]["podTargetLabels"]
+    mlflow_monitor = default_render.one("PodMonitor", "-mlflow")
+    pod = default_render.one("Deployment", "-mlflow")["spec"]["template"]
+    assert matches(mlflow_monitor["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"])
+    port_names = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert mlflow_monitor["spec"]["podMetricsEndpoints"][0]["port"] in port_names
+
+
+def test_alert_rules_select_the_predictor_pod_monitor_job(default_render: Rendered) -> None:
+    rule = default_render.one("PrometheusRule")
+    monitor = default_render.one("PodMonitor", "-predictor")["metadata"]["name"]
+    text = json.dumps(rule)
+    # Prometheus Operator names a PodMonitor's job `<namespace>/<name>`.
+    assert f'job=\\"{NAMESPACE}/{monitor}\\"' in text
+    assert 'namespace=\\"mlops\\", model_name=\\"breast-cancer\\"' in text
+
+
+def test_monitoring_off_renders_no_operator_object(rendered_scenarios: dict[str, Rendered]) -> None:
+    rendered = rendered_scenarios["monitoring-off"]
+    assert [o for o in rendered.objects if "monitoring.coreos.com" in o["apiVersion"]] == []
+    assert rendered.of_kind("ConfigMap") == []
+    mlflow_args = rendered.one("Deployment", "-mlflow")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    assert not any(a.startswith("--expose-prometheus") for a in mlflow_args)
+
+
+def test_the_dashboard_is_found_by_the_grafana_sidecar_and_shows_what_matters(
+    default_render: Rendered,
+) -> None:
+    config_map = default_render.one("ConfigMap", "-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["mlops-inference.json"])
+    titles = " | ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for topic in (
+        "requests per second",
+        "error ratio",
+        "p50 and p99",
+        "predicted-class",
+        "canary vs stable",
+    ):
+        assert topic in titles
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert all("model_version" in e for e in exprs), "every panel splits by model version"
+
+
+# --- NOTES.txt -------------------------------------------------------------------------
+
+
+def notes_commands(notes: str) -> list[list[str]]:
+    commands = []
+    for raw in notes.splitlines():
+        line = raw.strip().rstrip("&").strip()
+        if line.startswith("HOST=$("):
+            line = line.removeprefix("HOST=$(").split(")", 1)[0]
+        if line.startswith(("kubectl ", "helm ")):
+            commands.append(shlex.split(line.replace("<N>", "2")))
+    return commands
+
+
+def test_notes_commands_name_objects_the_chart_renders(default_render: Rendered) -> None:
+    commands = notes_commands(default_render.notes)
+    assert len(commands) >= 8
+    rendered_names = {
+        (o["kind"].lower(), o["metadata"]["name"]) for o in default_render.objects
+    } | {("job", "mlops-train")}
+    short = {"svc": "service", "job": "job", "inferenceservice": "inferenceservice"}
+    for command in commands:
+        if command[0] == "kubectl":
+            namespace = command[command.index("-n") + 1]
+            assert namespace in (NAMESPACE, "kourier-system"), command
+            for word in command:
+                kind, _, name = word.partition("/")
+                if name and kind in short and namespace == NAMESPACE:
+                    assert (short[kind], name) in rendered_names, command
+            if "-l" in command:
+                key, _, value = command[command.index("-l") + 1].partition("=")
+                kinds = command[command.index(namespace) + 1].split(",")
+                assert kinds, command
+                assert all(
+                    o["metadata"]["labels"].get(key) == value for o in default_render.objects
+                ), command
+        else:
+            assert command[:2] in (["helm", "upgrade"], ["helm", "test"]), command
+            assert command[2] == RELEASE
+            if command[1] == "upgrade":
+                assert command[3] == "charts/mlops"
+                sets = [command[i + 1] for i, word in enumerate(command) if word == "--set"]
+                render(helm.parse_set_string(",".join(sets)))  # the keys exist and validate
+
+
+def test_notes_follow_the_values(rendered_scenarios: dict[str, Rendered]) -> None:
+    canary_notes = rendered_scenarios["canary"].notes
+    assert "serves models:/breast-cancer/2 as a canary with 10% of the traffic" in canary_notes
+    assert "Monitoring:" not in rendered_scenarios["monitoring-off"].notes
+    upgrade_notes = render({}, is_install=False, is_upgrade=True).notes
+    assert "job/mlops-train" not in upgrade_notes
