@@ -64,6 +64,55 @@ train-local: venv ## Run one training job against MLFLOW_TRACKING_URI (default: 
 clean: ## Remove caches and build output (keeps .venv and demo data).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
+##@ Local demo
+# `make demo` runs the whole flow as local processes on 127.0.0.1 (README, "Local demo and
+# load tests"). State, logs and PID records live in DEMO_DIR; busy ports stop it before
+# anything starts. Running it again reuses what still runs.
+DEMO_DIR ?= .demo
+PREDICTOR_PORT ?= 8080
+PREDICTOR_GRPC_PORT ?= 8081
+CANARY_PORT ?= 8082
+CANARY_GRPC_PORT ?= 8083
+PROMETHEUS_PORT ?= 9090
+# The demo's load tests: users, seconds of the first run and of the canary run, canary share (%).
+DEMO_USERS ?= 8
+DEMO_LOAD_SECONDS ?= 10
+DEMO_CANARY_SECONDS ?= 20
+DEMO_CANARY_WEIGHT ?= 10
+# `make demo-down CLEAN=1` also deletes DEMO_DIR (the registry, artifacts, reports).
+CLEAN ?=
+# `make loadtest`: base URL, locust users, spawn rate (users/s), run time, report folder.
+HOST ?= http://127.0.0.1:$(PREDICTOR_PORT)
+USERS ?= 10
+SPAWN_RATE ?= $(USERS)
+DURATION ?= 30s
+LOADTEST_OUT ?= $(DEMO_DIR)/loadtest/last
+# More locust flags, e.g. --host-header breast-cancer-predictor.mlops.example.com --slo-p99-ms 200
+# --slo-max-failure-ratio 0.001 --batch-size 32 --canary-host URL --canary-weight 10.
+LOADTEST_ARGS ?=
+
+.PHONY: demo
+demo: venv ## Whole flow locally: MLflow, training, predictor, locust, Prometheus, a canary + analysis.
+	$(PY) -m demo up --dir $(DEMO_DIR) --model-name $(MODEL_NAME) --mlflow-port $(MLFLOW_PORT) \
+	  --predictor-port $(PREDICTOR_PORT) --predictor-grpc-port $(PREDICTOR_GRPC_PORT) \
+	  --canary-port $(CANARY_PORT) --canary-grpc-port $(CANARY_GRPC_PORT) \
+	  --prometheus-port $(PROMETHEUS_PORT) --users $(DEMO_USERS) \
+	  --load-seconds $(DEMO_LOAD_SECONDS) --canary-seconds $(DEMO_CANARY_SECONDS) \
+	  --canary-weight $(DEMO_CANARY_WEIGHT)
+
+.PHONY: demo-down
+demo-down: ## Stop every process `make demo` started (by PID); CLEAN=1 also deletes DEMO_DIR.
+	$(PY) -m demo down --dir $(DEMO_DIR) $(if $(CLEAN),--clean)
+
+.PHONY: loadtest
+loadtest: venv ## Headless locust against HOST (USERS, DURATION); CSV + HTML report in LOADTEST_OUT; SLOs set the exit code.
+	@mkdir -p $(LOADTEST_OUT)
+	$(PY) -m locust -f loadtest/locustfile.py --headless --only-summary \
+	  --host $(HOST) -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) --model-name $(MODEL_NAME) \
+	  --csv $(LOADTEST_OUT)/locust --html $(LOADTEST_OUT)/report.html \
+	  --summary-json $(LOADTEST_OUT)/summary.json $(LOADTEST_ARGS)
+	@echo "report: $(LOADTEST_OUT)/report.html  CSV: $(LOADTEST_OUT)/locust_*.csv  summary: $(LOADTEST_OUT)/summary.json"
+
 ##@ Rollout (kind)
 # `python -m serving.rollout` reaches the cluster through your kubeconfig (kind sets the
 # current context), MLflow and Prometheus through URLs: port-forward both first (README,
@@ -80,6 +129,8 @@ CANARY_VERSION ?=
 CANARY_ALIAS ?= challenger
 CANARY_PERCENT ?= 10
 ANALYSIS_WINDOW ?= 5m
+# Extra PromQL label matchers when one Prometheus sees the model twice, e.g. namespace="mlops".
+ROLLOUT_MATCH ?=
 ROLLOUT_STEPS ?= 10,50,100
 ROLLOUT_SOAK ?= 120
 ROLLOUT_INTERVAL ?= 30
@@ -93,6 +144,7 @@ ROLLOUT_WHERE = --model-name $(MODEL_NAME) --isvc $(ISVC_NAME) \
   --tracking-uri $(MLFLOW_URL) --prometheus-url $(PROMETHEUS_URL) \
   $(if $(ROLLOUT_NAMESPACE),--namespace $(ROLLOUT_NAMESPACE)) \
   $(if $(KUBE_CONTEXT),--context $(KUBE_CONTEXT))
+ROLLOUT_JUDGE = $(if $(ROLLOUT_MATCH),--match '$(ROLLOUT_MATCH)')
 CANARY_WHICH = $(if $(CANARY_VERSION),--version $(CANARY_VERSION),--alias $(CANARY_ALIAS))
 
 .PHONY: rollout-status
@@ -106,7 +158,7 @@ canary: venv ## Start a canary: CANARY_VERSION (else @CANARY_ALIAS) takes CANARY
 
 .PHONY: analyze
 analyze: venv ## Judge the canary against stable on Prometheus over ANALYSIS_WINDOW (exit 0/1/3).
-	$(ROLLOUT) analyze $(ROLLOUT_WHERE) --window $(ANALYSIS_WINDOW) $(ROLLOUT_ARGS)
+	$(ROLLOUT) analyze $(ROLLOUT_WHERE) --window $(ANALYSIS_WINDOW) $(ROLLOUT_JUDGE) $(ROLLOUT_ARGS)
 
 .PHONY: promote
 promote: venv ## Send the canary 100 % (remove canaryTrafficPercent) and move @champion to it.
@@ -120,4 +172,86 @@ rollback: venv ## Send the canary 0 %, restore stable in the spec, tag the versi
 rollout: venv ## Canary through ROLLOUT_STEPS with an analysis after each; ends promoted or rolled back.
 	$(ROLLOUT) auto $(ROLLOUT_WHERE) $(CANARY_WHICH) --steps $(ROLLOUT_STEPS) \
 	  --soak $(ROLLOUT_SOAK) --interval $(ROLLOUT_INTERVAL) \
-	  --step-timeout $(ROLLOUT_STEP_TIMEOUT) $(ROLLOUT_ARGS)
+	  --step-timeout $(ROLLOUT_STEP_TIMEOUT) $(ROLLOUT_JUDGE) $(ROLLOUT_ARGS)
+
+##@ Cluster (kind)
+# The whole stack on a local kind cluster (README, "Kubernetes (kind + Helm)"):
+#   make kind-up images deploy smoke    ...    make kind-down
+# Every version is pinned here; each target is safe to re-run.
+CLUSTER_NAME ?= mlops
+NAMESPACE ?= mlops
+RELEASE ?= mlops
+KIND ?= kind
+KUBECTL ?= kubectl
+HELM ?= helm
+# docker, or podman (with KIND_EXPERIMENTAL_PROVIDER=podman for kind).
+CONTAINER_TOOL ?= docker
+# kind v0.30.0's node image for Kubernetes 1.34 (Knative 1.21 needs 1.33 or newer).
+KIND_NODE_IMAGE ?= kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a
+# The versions KServe 0.21 is tested with.
+CERT_MANAGER_VERSION ?= v1.17.0
+KNATIVE_VERSION ?= v1.21.1
+KOURIER_VERSION ?= v1.21.0
+KSERVE_VERSION ?= v0.21.0
+KUBE_PROMETHEUS_STACK_VERSION ?= 83.4.0
+# One image for training, serving and MLflow; `kind.local/` is on Knative's list of
+# registries whose tags it does not resolve (manifests/cluster/).
+IMAGE_REPO ?= kind.local/mlops-kserve
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# Pin a digest for reproducible builds: python:3.11-slim-bookworm@sha256:...
+BASE_IMAGE ?= python:3.11-slim-bookworm
+# A pip configuration file handed to the build as a secret (custom index, CA bundle).
+PIP_CONF ?=
+# Extra flags for `helm upgrade --install`, e.g. --set training.settings.SMOKE=true.
+HELM_ARGS ?=
+DEPLOY_TIMEOUT ?= 20m
+# Local port of the port-forward to Kourier that `make smoke` uses.
+INGRESS_PORT ?= 8088
+KIND_CONTEXT := kind-$(CLUSTER_NAME)
+KIND_ENV := CLUSTER_NAME=$(CLUSTER_NAME) KIND=$(KIND) KUBECTL=$(KUBECTL) HELM=$(HELM) \
+  KIND_NODE_IMAGE=$(KIND_NODE_IMAGE) CERT_MANAGER_VERSION=$(CERT_MANAGER_VERSION) \
+  KNATIVE_VERSION=$(KNATIVE_VERSION) KOURIER_VERSION=$(KOURIER_VERSION) \
+  KSERVE_VERSION=$(KSERVE_VERSION) KUBE_PROMETHEUS_STACK_VERSION=$(KUBE_PROMETHEUS_STACK_VERSION) \
+  RELEASE=$(RELEASE) NAMESPACE=$(NAMESPACE) KUBE_CONTEXT=$(KIND_CONTEXT) \
+  ISVC_NAME=$(MODEL_NAME) MODEL_NAME=$(MODEL_NAME) INGRESS_PORT=$(INGRESS_PORT) PYTHON=$(PYTHON)
+
+.PHONY: kind-up
+kind-up: ## Create the kind cluster (if absent) and install cert-manager, Knative + Kourier, KServe, kube-prometheus-stack.
+	$(KIND_ENV) scripts/kind-up.sh
+
+.PHONY: images
+images: ## Build the image (IMAGE_REPO:IMAGE_TAG) and `kind load` it into the cluster.
+	$(CONTAINER_TOOL) build --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  $(if $(PIP_CONF),--secret id=pipconf,src=$(PIP_CONF)) -t $(IMAGE_REPO):$(IMAGE_TAG) .
+	$(KIND) load docker-image $(IMAGE_REPO):$(IMAGE_TAG) --name $(CLUSTER_NAME)
+	@echo "next: make deploy"
+
+.PHONY: deploy
+deploy: ## helm upgrade --install the chart (the first install trains the first model) and wait for the InferenceService.
+	$(HELM) --kube-context $(KIND_CONTEXT) upgrade --install $(RELEASE) charts/mlops \
+	  --namespace $(NAMESPACE) --create-namespace --reset-then-reuse-values \
+	  --set image.repository=$(IMAGE_REPO) --set-string image.tag=$(IMAGE_TAG) \
+	  --set modelName=$(MODEL_NAME) --timeout $(DEPLOY_TIMEOUT) $(HELM_ARGS)
+	$(KUBECTL) --context $(KIND_CONTEXT) -n $(NAMESPACE) wait inferenceservice/$(MODEL_NAME) \
+	  --for=condition=Ready --timeout=$(DEPLOY_TIMEOUT)
+	@echo "next: make smoke; helm test $(RELEASE) -n $(NAMESPACE) --logs; make train"
+
+.PHONY: train
+train: ## Run one more training Job on the cluster (registers a new version, moves @challenger).
+	$(KIND_ENV) scripts/kind-train.sh
+
+.PHONY: smoke
+smoke: ## One V2 request to the InferenceService through Kourier (a port-forward), printed.
+	$(KIND_ENV) scripts/kind-smoke.sh
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster and everything in it.
+	$(KIND) delete cluster --name $(CLUSTER_NAME)
+
+.PHONY: image-check
+image-check: venv ## Build the image with podman against a local Debian stand-in and run its entry points (CI).
+	IMAGE=$(IMAGE_REPO):$(IMAGE_TAG) PYTHON=$(PY) scripts/image-check.sh
+
+.PHONY: test-e2e
+test-e2e: venv ## The e2e tier on the kind cluster: kind-up, images, deploy, V2, canary, promote, rollback.
+	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)

@@ -1,0 +1,241 @@
+"""The `kserve.Model` that serves one registry version.
+
+`load()` keeps trying until the registry answers and the version exists: meanwhile the
+server is alive but not ready, and the log says what it waits for. The fast V2 paths
+(REST, gRPC) call `active()` and `infer()`; KServe's generic paths (V1 `instances`,
+binary V2 via the data plane) reach `predict()`. All of them share the codec, the
+estimator call and the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import kserve
+import numpy as np
+from kserve.metrics import PREDICT_HIST_TIME
+
+from serving import codec
+from serving.errors import InvalidModel, InvalidRequest, LoadError, ModelNotReady
+from serving.loader import LoadedModel, Prediction, load_model_dir, preload
+from serving.metrics import NO_VERSION, BoundMetrics, PredictorMetrics, default_metrics
+from serving.registry import FetchedModel, FetchProcess
+from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Fetcher = Callable[[Path], FetchedModel]
+"""Downloads the configured model into the given folder."""
+
+
+@dataclass(frozen=True)
+class Active:
+    """What a request needs, swapped in one assignment when a load completes."""
+
+    model: LoadedModel
+    metrics: BoundMetrics
+
+
+class RegistryModel(kserve.Model):  # type: ignore[misc]
+    def __init__(
+        self,
+        settings: Settings,
+        fetcher: Fetcher | None = None,
+        metrics: PredictorMetrics | None = None,
+    ) -> None:
+        super().__init__(settings.model_name)
+        self.settings = settings
+        self.max_batch_size = settings.max_batch_size
+        self._fetch = fetcher or self._fetch_from_registry
+        self._families = metrics or default_metrics()
+        self._active: Active | None = None
+        self.metrics: BoundMetrics = self._families.bind(self.name, NO_VERSION)
+        """Series of the loaded version; of version "none" until a load succeeds."""
+        self.waiting_for = f"{settings.model_uri}: the first load attempt has not finished"
+        self._stop = threading.Event()
+        self._load_lock = threading.Lock()
+        self._fetching: FetchProcess | None = None
+        self._kserve_predict_seconds = PREDICT_HIST_TIME.labels(model_name=self.name)
+
+    # --- loading --------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Load the configured version, retrying with backoff until it works or `stop()`."""
+        # KServe's data plane calls load() of a model that is not ready from the event
+        # loop; a load already running in the background must not block that call.
+        if not self._load_lock.acquire(blocking=False):
+            return bool(self.ready)
+        try:
+            return self._load_with_retries()
+        finally:
+            self._load_lock.release()
+
+    def _load_with_retries(self) -> bool:
+        delay = self.settings.load_retry_initial_seconds
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            try:
+                self.activate(self.load_once())
+                return True
+            except LoadError as e:
+                self.waiting_for = f"{self.settings.model_uri}: {e.message}"
+                level = logging.ERROR if isinstance(e, InvalidModel) else logging.WARNING
+            except Exception as e:  # a bug or an unforeseen failure: keep serving /live
+                self.waiting_for = f"{self.settings.model_uri}: {type(e).__name__}: {e}"
+                logger.exception("unexpected failure loading %s", self.settings.model_uri)
+                level = logging.ERROR
+            logger.log(
+                level,
+                "model '%s' not ready, waiting for %s (attempt %d; next in %.1fs)",
+                self.name,
+                self.waiting_for,
+                attempt,
+                delay,
+            )
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.settings.load_retry_max_seconds)
+        return False
+
+    def load_once(self) -> LoadedModel:
+        """One attempt: resolve, download into a temporary folder, load, warm up."""
+        started = perf_counter()
+        with tempfile.TemporaryDirectory(prefix="serving-model-") as folder:
+            fetched = self._fetch(Path(folder))
+            loaded = load_model_dir(fetched.path, fetched.version, fetched.run_id, fetched.uri)
+        loaded.load_seconds = perf_counter() - started
+        return loaded
+
+    def _fetch_from_registry(self, folder: Path) -> FetchedModel:
+        s = self.settings
+        pending = FetchProcess(s.model_ref, s.tracking_uri, folder, s.registry_timeout_seconds)
+        self._fetching = pending
+        try:
+            preload()  # scikit-learn and skops import here while the child talks to MLflow
+            return pending.result()
+        finally:
+            self._fetching = None
+
+    def activate(self, loaded: LoadedModel) -> None:
+        bound = self._families.bind(self.name, loaded.version, loaded.spec.class_names)
+        bound.loaded(loaded.model_uri, loaded.run_id, loaded.load_seconds)
+        self._active = Active(loaded, bound)
+        self.metrics = bound
+        self.waiting_for = ""
+        self.ready = True
+        logger.info(
+            "serving %s (run %s) as '%s': %d features, classes %s; loaded in %.2fs",
+            loaded.model_uri,
+            loaded.run_id or "unknown",
+            self.name,
+            loaded.spec.n_features,
+            ", ".join(loaded.spec.class_names),
+            loaded.load_seconds,
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        fetching = self._fetching
+        if fetching is not None:
+            fetching.kill()
+        super().stop()
+
+    # --- the request path ------------------------------------------------------------------
+
+    def active(self) -> Active:
+        """The loaded version, or `ModelNotReady` saying what the load waits for."""
+        active = self._active
+        if active is None or not self.ready:
+            raise ModelNotReady(f"model '{self.name}' is not ready: waiting for {self.waiting_for}")
+        return active
+
+    def infer(self, active: Active, features: codec.FloatMatrix) -> Prediction:
+        started = perf_counter()
+        prediction = active.model.predict(features)
+        self._kserve_predict_seconds.observe(perf_counter() - started)
+        active.metrics.predicted(prediction.labels)
+        return prediction
+
+    # --- KServe's generic path: V1 `instances`, and V2 through the data plane -------------
+
+    def predict(
+        self,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Any:
+        from kserve.protocol.infer_type import InferRequest
+
+        active = self.active()
+        spec = active.model.spec
+        if isinstance(payload, InferRequest):
+            decoded = decode_infer_request(payload, spec, self.max_batch_size)
+            prediction = self.infer(active, decoded.features)
+            return to_infer_response(prediction, decoded, self.name, active.model.version)
+        features = codec.decode_v1(payload, spec, self.max_batch_size)
+        return codec.encode_v1(self.infer(active, features), self.name, active.model.version)
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        active = self._active
+        return active.model.spec.inputs() if active else []
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        active = self._active
+        return active.model.spec.outputs() if active else []
+
+
+def decode_infer_request(request: Any, spec: Any, max_batch: int) -> codec.DecodedRequest:
+    """A KServe `InferRequest` (binary REST extension) → the same validated matrix."""
+    from kserve.errors import InvalidInput
+
+    tensors = []
+    for tensor in request.inputs:
+        if tensor.datatype not in codec.NUMERIC_DATATYPES:
+            # Checked before as_numpy(): KServe raises a bare error for unknown types.
+            tensors.append(codec.Tensor(tensor.name, tensor.datatype, list(tensor.shape), []))
+            continue
+        try:
+            data = np.asarray(tensor.as_numpy()).ravel()
+        except (ValueError, TypeError, InvalidInput) as e:
+            raise InvalidRequest(
+                f"input {tensor.name!r}: its data does not fit shape {list(tensor.shape)} "
+                f"and datatype {tensor.datatype} ({e})"
+            ) from e
+        tensors.append(codec.Tensor(tensor.name, tensor.datatype, list(tensor.shape), data))
+    outputs = [o.name for o in request.request_outputs or []]
+    return codec.DecodedRequest(
+        features=codec.assemble(tensors, spec, max_batch),
+        outputs=codec.requested_outputs(outputs),
+        request_id=request.id,
+    )
+
+
+def to_infer_response(
+    prediction: Prediction, decoded: codec.DecodedRequest, model_name: str, version: str
+) -> Any:
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+
+    rows = len(prediction.labels)
+    tensors = {
+        "label": InferOutput("label", [rows], "INT64", prediction.labels.tolist()),
+        "probabilities": InferOutput(
+            "probabilities",
+            list(prediction.probabilities.shape),
+            "FP64",
+            prediction.probabilities.ravel().tolist(),
+        ),
+        "class_name": InferOutput("class_name", [rows], "BYTES", list(prediction.class_names)),
+    }
+    return InferResponse(
+        response_id=decoded.request_id or "",
+        model_name=model_name,
+        model_version=version,
+        infer_outputs=[tensors[name] for name in decoded.outputs],
+    )

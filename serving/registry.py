@@ -1,0 +1,257 @@
+"""Find a model in the MLflow Model Registry and download it.
+
+`models:/NAME@ALIAS` is resolved to the concrete version the alias points at *now*;
+what is served is always `models:/NAME/VERSION`, recorded in metrics and responses.
+
+The predictor runs `fetch` in a short-lived child process (`FetchProcess`): MLflow's
+client is the heaviest import of all (~27 MB resident, about a second of CPU) and only
+the load needs it. In a child it costs the server no memory, and it runs on another
+core while the server imports scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serving.errors import (
+    ConfigError,
+    InvalidModel,
+    LoadError,
+    ModelVersionMissing,
+    RegistryUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEME = "models:/"
+_VERSION = re.compile(r"^[1-9][0-9]*$")
+# MLflow answers these codes for a model, version or alias that does not exist.
+_MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed `models:/` URI: a name and exactly one of version or alias."""
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"{SCHEME}{self.name}@{self.alias}" if self.alias else self.version_uri(self.version)
+
+    def version_uri(self, version: str | None) -> str:
+        return f"{SCHEME}{self.name}/{version}"
+
+    def describe(self) -> str:
+        what = f"alias @{self.alias}" if self.alias else f"version {self.version}"
+        return f"{what} of registered model '{self.name}'"
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    """Parse `models:/NAME/VERSION` or `models:/NAME@ALIAS`; anything else is a `ConfigError`."""
+    expected = "expected models:/NAME/VERSION or models:/NAME@ALIAS"
+    if not uri:
+        raise ConfigError(f"no model: set MODEL_URI (or --model_uri), {expected}")
+    if not uri.startswith(SCHEME):
+        raise ConfigError(f"MODEL_URI {uri!r} is not a registry URI: {expected}")
+    rest = uri[len(SCHEME) :]
+    if "@" in rest:
+        name, _, alias = rest.rpartition("@")
+        if name and alias and "/" not in name and "/" not in alias:
+            return ModelRef(name=name, alias=alias)
+        raise ConfigError(f"MODEL_URI {uri!r}: {expected}")
+    name, _, version = rest.rpartition("/")
+    if not name or "/" in name:
+        raise ConfigError(f"MODEL_URI {uri!r}: {expected}")
+    if not _VERSION.match(version):
+        raise ConfigError(
+            f"MODEL_URI {uri!r}: {version!r} is not a version number. Registry stages and "
+            f"'latest' are not reproducible; pin a version or use an alias ({expected})"
+        )
+    return ModelRef(name=name, version=version)
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """A registry version downloaded to a local folder that holds its `MLmodel` file."""
+
+    ref: ModelRef
+    version: str
+    run_id: str
+    path: Path
+
+    @property
+    def uri(self) -> str:
+        return self.ref.version_uri(self.version)
+
+
+def client_environment(timeout_seconds: float) -> dict[str, str]:
+    """MLflow client settings for one load attempt, unless the user set them.
+
+    MLflow's client retries a dead server for minutes by default; the predictor has a
+    retry loop of its own that logs what it waits for, so one attempt must fail fast.
+    """
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get(
+            "MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout_seconds)))
+        ),
+    }
+
+
+def fetch(
+    ref: ModelRef, tracking_uri: str, destination: Path, timeout_seconds: float
+) -> FetchedModel:
+    """Resolve `ref` to a concrete version and download its artifacts below `destination`.
+
+    Raises `RegistryUnavailable` when MLflow does not answer (or fails), and
+    `ModelVersionMissing` when the model, version or alias does not exist.
+    """
+    os.environ.update(client_environment(timeout_seconds))
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        if ref.alias:
+            found: Any = client.get_model_version_by_alias(ref.name, ref.alias)
+        else:
+            found = client.get_model_version(ref.name, str(ref.version))
+        version = str(found.version)
+        # The artifact location, not `models:/NAME/VERSION`: MLflow resolves the latter
+        # against its process-wide default registry, whatever registry_uri it is given.
+        location = client.get_model_version_download_uri(ref.name, version)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=location, dst_path=str(destination), tracking_uri=tracking_uri
+        )
+    except MlflowException as e:
+        if e.error_code in _MISSING_CODES:
+            raise ModelVersionMissing(
+                f"{ref.describe()} does not exist in the registry at {tracking_uri} "
+                f"({_short(e.message)})"
+            ) from e
+        raise RegistryUnavailable(
+            f"the registry at {tracking_uri} failed: {_short(e.message)}"
+        ) from e
+    except OSError as e:  # requests' errors are OSErrors too
+        raise RegistryUnavailable(f"the registry at {tracking_uri} failed: {_short(str(e))}") from e
+    return FetchedModel(ref=ref, version=version, run_id=str(found.run_id or ""), path=Path(local))
+
+
+def _short(message: str, limit: int = 240) -> str:
+    """MLflow's connection errors run to many lines of urllib3 detail: keep the gist."""
+    for marker in ("Connection refused", "Name or service not known", "timed out"):
+        if marker in message:
+            return marker.lower()
+    first = message.strip().splitlines()[0] if message.strip() else message
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+# --- the child process ----------------------------------------------------------------
+
+REQUEST_VARIABLE = "SERVING_FETCH_REQUEST"
+_ERRORS: dict[str, type[LoadError]] = {
+    cls.__name__: cls for cls in (RegistryUnavailable, ModelVersionMissing, InvalidModel)
+}
+
+
+class FetchProcess:
+    """`fetch` in a child process (`python -m serving.registry`), started at once.
+
+    The request goes in as JSON in an environment variable (so the child starts work
+    without waiting to be spoken to) and the answer comes back as one JSON line on
+    stdout: nothing reads argv, nothing is pickled.
+    """
+
+    def __init__(
+        self, ref: ModelRef, tracking_uri: str, destination: Path, timeout_seconds: float
+    ) -> None:
+        self.ref = ref
+        self.tracking_uri = tracking_uri
+        # One attempt may make several calls and download several files.
+        self.deadline = max(60.0, 6 * timeout_seconds)
+        package_root = str(Path(__file__).resolve().parent.parent)
+        python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        request = {
+            "uri": ref.uri,
+            "tracking_uri": tracking_uri,
+            "destination": str(destination),
+            "timeout_seconds": timeout_seconds,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving.registry"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={
+                **os.environ,
+                **client_environment(timeout_seconds),
+                "PYTHONPATH": python_path,
+                REQUEST_VARIABLE: json.dumps(request),
+            },
+        )
+
+    def result(self) -> FetchedModel:
+        try:
+            out, err = self.process.communicate(timeout=self.deadline)
+        except subprocess.TimeoutExpired as e:
+            self.process.kill()
+            self.process.communicate()
+            raise RegistryUnavailable(
+                f"the registry at {self.tracking_uri} did not deliver {self.ref.uri} "
+                f"within {self.deadline:.0f}s"
+            ) from e
+        lines = out.decode(errors="replace").strip().splitlines()
+        try:
+            answer = json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError) as e:
+            detail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise LoadError(
+                f"the registry helper exited with {self.process.returncode}: {detail[0]}"
+            ) from e
+        if "error" in answer:
+            raise _ERRORS.get(answer["kind"], LoadError)(answer["error"])
+        return FetchedModel(
+            ref=self.ref,
+            version=answer["version"],
+            run_id=answer["run_id"],
+            path=Path(answer["path"]),
+        )
+
+    def kill(self) -> None:
+        """Stop the child; `result()` (in another thread) then returns with an error."""
+        if self.process.poll() is None:
+            self.process.kill()
+
+
+def fetch_main() -> int:
+    """The child's side of `FetchProcess`."""
+    request = json.loads(os.environ[REQUEST_VARIABLE])
+    try:
+        fetched = fetch(
+            parse_model_uri(request["uri"]),
+            request["tracking_uri"],
+            Path(request["destination"]),
+            float(request["timeout_seconds"]),
+        )
+    except LoadError as e:
+        print(json.dumps({"kind": type(e).__name__, "error": e.message}))
+        return 0
+    answer = {"version": fetched.version, "run_id": fetched.run_id, "path": str(fetched.path)}
+    print(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(fetch_main())

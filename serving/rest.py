@@ -1,0 +1,382 @@
+"""The REST side: KServe's FastAPI application with the predictor's own routes in front.
+
+KServe keeps its server, health, V1, model-ready and repository routes. Ours come
+first and take over what KServe does slowly or wrongly for this model:
+
+- `POST /v2/models/{name}[/versions/{v}]/infer`: JSON straight to a float64 matrix and
+  back (KServe's generic path goes through pydantic, InferRequest and pandas);
+- `GET /v2/models/{name}[/versions/{v}]`: metadata with `versions` (KServe has none);
+- `POST /v1/models/{name}:predict`: KServe's data plane, counted in our metrics.
+
+KServe's per-request timing middleware and access log are left out (see `ACCESS_LOG`);
+every failure is one `{"error": ...}` response and one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from kserve.protocol.rest.server import RESTServer
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving import codec
+from serving.errors import OK, BodyTooLarge, ErrorInfo, InvalidRequest, UnknownModel, describe
+from serving.metadata import PLATFORM
+from serving.metrics import REST, V1
+from serving.model import RegistryModel, decode_infer_request, to_infer_response
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+# KServe's binary tensor extension: the JSON part's length when raw tensors follow it.
+BINARY_HEADER = "inference-header-content-length"
+
+
+def log_failure(where: str, info: ErrorInfo, exc: BaseException) -> None:
+    """One line per failed request; a traceback only for what is our own bug."""
+    if info.status >= 500 and info.status != 503:
+        logger.error("%s answered %d: %s", where, info.status, exc, exc_info=exc)
+    elif info.status == 503:
+        logger.debug("%s answered 503: %s", where, info.message)
+    else:
+        logger.warning("%s rejected (%d): %s", where, info.status, info.message)
+
+
+def error_response(info: ErrorInfo) -> Response:
+    return JSONResponse(info.body(), status_code=info.status)
+
+
+class BodyLimit:
+    """Refuse bodies above `max_bytes` before reading them (413, `{"error": ...}`).
+
+    A declared Content-Length is checked up front; a body without one (chunked) is
+    counted as it streams in, and the read fails once it passes the limit.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, on_reject: Callable[[str, float], None]
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+                break
+        if declared is not None:
+            # The HTTP parser never delivers more than a valid Content-Length.
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                info = describe(self.too_large(f"{int(declared)} bytes"))
+                log_failure(f"{scope['method']} {scope['path']}", info, BodyTooLarge(info.message))
+                self.on_reject(scope["path"], perf_counter() - started)
+                response = error_response(info)
+                response.headers["connection"] = "close"  # the unread body stays unread
+                await response(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise self.too_large(f"more than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    def too_large(self, size: str) -> BodyTooLarge:
+        return BodyTooLarge(
+            f"the request body ({size}) exceeds this server's limit of {self.max_bytes} bytes "
+            "(MAX_BODY_BYTES); send fewer rows per request"
+        )
+
+
+class PredictorRoutes:
+    """The routes in front of KServe's, bound to one `RegistryModel`."""
+
+    def __init__(self, model: RegistryModel, dataplane: Any) -> None:
+        self.model = model
+        self.dataplane = dataplane
+
+    def routes(self) -> list[Route]:
+        infer = self.v2_infer
+        metadata = self.v2_metadata
+        return [
+            Route("/v2/models/{model_name}/infer", infer, methods=["POST"]),
+            Route(
+                "/v2/models/{model_name}/versions/{model_version}/infer", infer, methods=["POST"]
+            ),
+            Route("/v2/models/{model_name}", metadata, methods=["GET"]),
+            Route("/v2/models/{model_name}/versions/{model_version}", metadata, methods=["GET"]),
+            Route(
+                "/v2/models/{model_name}/versions/{model_version}/ready",
+                self.v2_version_ready,
+                methods=["GET"],
+            ),
+            Route("/v1/models/{model_name}:predict", self.v1_predict, methods=["POST"]),
+        ]
+
+    def _check_target(self, path_params: dict[str, Any]) -> None:
+        """The request must name this model (and, if any, its loaded version)."""
+        name = path_params["model_name"]
+        if name != self.model.name:
+            raise UnknownModel(
+                f"model {name!r} is not served here; this server serves '{self.model.name}'"
+            )
+        version = path_params.get("model_version")
+        if version is not None:
+            loaded = self.model.active().model.version
+            if version != loaded:
+                raise UnknownModel(
+                    f"version {version!r} of '{self.model.name}' is not loaded here; "
+                    f"the loaded version is {loaded}"
+                )
+
+    async def v2_infer(self, request: Request) -> Response:
+        started = perf_counter()
+        model = self.model
+        metrics = model.metrics
+        try:
+            self._check_target(request.path_params)
+            active = model.active()
+            metrics = active.metrics
+            body = await request.body()
+            if BINARY_HEADER in request.headers:
+                content = self._binary_infer(active, request, body)
+            else:
+                spec = active.model.spec
+                decoded = codec.decode_v2(codec.parse_json(body, spec), spec, model.max_batch_size)
+                prediction = model.infer(active, decoded.features)
+                content = codec.encode_v2(
+                    prediction,
+                    decoded.outputs,
+                    model.name,
+                    active.model.version,
+                    decoded.request_id,
+                )
+            response = Response(content, media_type=JSON)
+            outcome = OK
+        except Exception as exc:
+            info = describe(exc)
+            log_failure(f"V2 REST {request.url.path}", info, exc)
+            response = error_response(info)
+            outcome = info.outcome
+        metrics.request(REST, outcome, perf_counter() - started)
+        return response
+
+    def _binary_infer(self, active: Any, request: Request, body: bytes) -> bytes:
+        """KServe's binary tensor extension: rare, so KServe's own parser does it."""
+        from kserve.protocol.infer_type import InferRequest
+
+        try:
+            json_length = int(request.headers[BINARY_HEADER])
+            infer_request = InferRequest.from_bytes(body, json_length, self.model.name)
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
+            raise InvalidRequest(
+                f"malformed binary request ({e}); expected a JSON header of "
+                f"{BINARY_HEADER} bytes followed by the raw tensors"
+            ) from e
+        decoded = decode_infer_request(infer_request, active.model.spec, self.model.max_batch_size)
+        prediction = self.model.infer(active, decoded.features)
+        response = to_infer_response(prediction, decoded, self.model.name, active.model.version)
+        rest, _ = response.to_rest()
+        return orjson.dumps(rest, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    async def v2_metadata(self, request: Request) -> Response:
+        try:
+            self._check_target(request.path_params)
+            loaded = self.model.active().model
+        except Exception as exc:
+            info = describe(exc)
+            log_failure(f"V2 REST {request.url.path}", info, exc)
+            return error_response(info)
+        spec = loaded.spec
+        return JSONResponse(
+            {
+                "name": self.model.name,
+                "versions": [loaded.version],
+                "platform": PLATFORM,
+                "inputs": spec.inputs(),
+                "outputs": spec.outputs(),
+                "parameters": {
+                    "model_uri": loaded.model_uri,
+                    "run_id": loaded.run_id,
+                    "feature_names": list(spec.feature_names or ()),
+                    "class_names": list(spec.class_names),
+                    "max_batch_size": self.model.max_batch_size,
+                },
+            }
+        )
+
+    async def v2_version_ready(self, request: Request) -> Response:
+        """KServe answers 501 for a versioned ready check; this model has one version."""
+        try:
+            self._check_target(request.path_params)
+        except Exception as exc:
+            info = describe(exc)
+            log_failure(f"V2 REST {request.url.path}", info, exc)
+            return error_response(info)
+        return JSONResponse({"name": self.model.name, "ready": True})
+
+    async def v1_predict(self, request: Request) -> Response:
+        """KServe's V1 route, through its data plane and `RegistryModel.predict`."""
+        from kserve.errors import ModelNotReady
+
+        started = perf_counter()
+        model = self.model
+        metrics = model.metrics
+        name = request.path_params["model_name"]
+        try:
+            if not await self.dataplane.model_ready(name, True):
+                raise ModelNotReady(name, f"waiting for {model.waiting_for}")
+            metrics = model.active().metrics
+            body = await request.body()
+            headers = dict(request.headers.items())
+            decoded, attributes = self.dataplane.decode(body=body, headers=headers)
+            result, response_headers = await self.dataplane.infer(
+                model_name=name, request=decoded, headers=headers
+            )
+            result, extra_headers = self.dataplane.encode(
+                model_name=name, response=result, headers=headers, req_attributes=attributes
+            )
+            response_headers.update(extra_headers)
+            response_headers.pop("content-length", None)
+            content = result if isinstance(result, bytes | str) else orjson.dumps(result)
+            response = Response(
+                content,
+                headers=response_headers,
+                media_type=response_headers.pop("content-type", JSON),
+            )
+            outcome = OK
+        except Exception as exc:
+            info = describe(exc)
+            log_failure(f"V1 REST {request.url.path}", info, exc)
+            response = error_response(info)
+            outcome = info.outcome
+        metrics.request(V1, outcome, perf_counter() - started)
+        return response
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """For the routes KServe keeps: the same `{"error": ...}` shape and log policy."""
+    info = describe(exc)
+    log_failure(f"{request.method} {request.url.path}", info, exc)
+    return error_response(info)
+
+
+def protocol_of(path: str) -> str | None:
+    """The metrics protocol of an inference path, None for any other route."""
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return REST
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        return V1
+    return None
+
+
+class PredictorRESTServer(RESTServer):  # type: ignore[misc]
+    """KServe's REST server on an application of its own (not KServe's module-level
+    one), with our routes first, our error handlers, and no per-request log lines."""
+
+    def __init__(
+        self,
+        model: RegistryModel,
+        dataplane: Any,
+        model_repository_extension: Any,
+        http_port: int,
+        max_body_bytes: int,
+        access_log: bool = False,
+        grace_period: int = 30,
+        timeout_keep_alive: int = 65,
+    ) -> None:
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+        self.app = FastAPI(
+            title="KServe ModelServer",
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+            # FastAPI's native OpenTelemetry asks the global providers on every request
+            # whether they are configured (~30 µs); the predictor's telemetry is Prometheus.
+            telemetry={"tracing": False, "metrics": False, "logs": False},
+        )
+        super().__init__(
+            self.app,
+            dataplane,
+            model_repository_extension,
+            http_port,
+            workers=1,
+            grace_period=grace_period,
+            timeout_keep_alive=timeout_keep_alive,
+        )
+        if not access_log:
+            # What uvicorn does for access_log=False (KServe gives it no such option): a
+            # logger without handlers makes uvicorn skip the access-log call entirely.
+            access_logger = logging.getLogger("uvicorn.access")
+            access_logger.handlers.clear()
+            access_logger.propagate = False
+        self._created = False
+
+    def create_application(self) -> FastAPI:  # KServe calls this from start()
+        if not self._created:
+            self._add_middlewares(self.app)
+            self._register_endpoints(self.app)
+            self._add_exception_handlers(self.app)
+            self._created = True
+        return self.app
+
+    def _add_middlewares(self, app: FastAPI) -> None:
+        # KServe's TimingMiddleware is left out: it matches every route again and logs
+        # two lines per request; inference_request_duration_seconds measures the same.
+        app.add_middleware(BodyLimit, max_bytes=self.max_body_bytes, on_reject=self._rejected)
+
+    def _rejected(self, path: str, seconds: float) -> None:
+        protocol = protocol_of(path)
+        if protocol is not None:
+            self.model.metrics.request(protocol, "invalid", seconds)
+
+    def _register_endpoints(self, app: FastAPI) -> None:
+        app.router.routes.extend(PredictorRoutes(self.model, self.dataplane).routes())
+        super()._register_endpoints(app)
+
+    def _add_exception_handlers(self, app: FastAPI) -> None:
+        from fastapi.exceptions import RequestValidationError
+        from kserve import errors as kserve_errors
+        from starlette.exceptions import HTTPException
+
+        from serving.errors import PredictorError
+
+        handler: Callable[[Request, Exception], Awaitable[Response]] = handle_error
+        for kind in (
+            PredictorError,
+            kserve_errors.InvalidInput,
+            kserve_errors.InferenceError,
+            kserve_errors.ModelNotFound,
+            kserve_errors.ModelNotReady,
+            kserve_errors.ServerNotReady,
+            kserve_errors.ServerNotLive,
+            kserve_errors.UnsupportedProtocol,
+            NotImplementedError,
+            RequestValidationError,
+            HTTPException,
+            Exception,
+        ):
+            app.add_exception_handler(kind, handler)

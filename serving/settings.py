@@ -1,0 +1,176 @@
+"""Typed settings of the predictor. KServe's own flags (`--http_port`, `--grpc_port`,
+`--workers`, ...) stay KServe's; ours each have an environment variable of the same
+name in upper case, which is what the Helm chart sets."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from serving.errors import ConfigError
+from serving.registry import ModelRef, parse_model_uri
+
+DEFAULT_MODEL_NAME = "breast-cancer"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_uri: str
+    """`models:/NAME/VERSION` or `models:/NAME@ALIAS` (`MODEL_URI`)."""
+    tracking_uri: str
+    """MLflow server the registry lives on (`MLFLOW_TRACKING_URI`)."""
+    model_name: str = DEFAULT_MODEL_NAME
+    """Name the model is served under on `/v2/models/NAME` (`MODEL_NAME`)."""
+    max_batch_size: int = 1024
+    """Most rows one request may carry (`MAX_BATCH_SIZE`); more is a 400."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Largest request body, HTTP and gRPC (`MAX_BODY_BYTES`); more is a 413."""
+    http_port: int = 8080
+    grpc_port: int = 8081
+    enable_grpc: bool = True
+    grpc_max_threads: int = 4
+    grpc_max_message_bytes: int | None = None
+    """KServe's `--grpc_max_receive_message_length`; the smaller of it and
+    `max_body_bytes` applies."""
+    access_log: bool = False
+    """One uvicorn access-log line per request (`ACCESS_LOG`). Off by default: the
+    request metrics carry the same information at a fraction of the cost."""
+    load_retry_initial_seconds: float = 0.5
+    """First wait after a failed load (`LOAD_RETRY_INITIAL_SECONDS`); doubles each time."""
+    load_retry_max_seconds: float = 15.0
+    """Longest wait between load attempts (`LOAD_RETRY_MAX_SECONDS`)."""
+    registry_timeout_seconds: float = 10.0
+    """Timeout of one call to the registry (`REGISTRY_TIMEOUT_SECONDS`)."""
+    timeout_keep_alive: int = 65
+    grace_period: int = 30
+
+    def __post_init__(self) -> None:
+        problems = []
+        try:
+            self.model_ref  # noqa: B018 - validates the URI early, with its own message
+        except ConfigError as e:
+            problems.append(str(e))
+        if not self.tracking_uri:
+            problems.append(
+                "no registry: set MLFLOW_TRACKING_URI (or --tracking_uri), "
+                "e.g. http://127.0.0.1:5000"
+            )
+        if not self.model_name or "/" in self.model_name:
+            problems.append(f"MODEL_NAME {self.model_name!r} must be a non-empty name without '/'")
+        if self.max_batch_size < 1:
+            problems.append(f"MAX_BATCH_SIZE must be at least 1, got {self.max_batch_size}")
+        if self.max_body_bytes < 1024:
+            problems.append(f"MAX_BODY_BYTES must be at least 1024, got {self.max_body_bytes}")
+        if not 0 < self.load_retry_initial_seconds <= self.load_retry_max_seconds:
+            problems.append(
+                "need 0 < LOAD_RETRY_INITIAL_SECONDS <= LOAD_RETRY_MAX_SECONDS, got "
+                f"{self.load_retry_initial_seconds} and {self.load_retry_max_seconds}"
+            )
+        if self.registry_timeout_seconds <= 0:
+            problems.append("REGISTRY_TIMEOUT_SECONDS must be positive")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def model_ref(self) -> ModelRef:
+        return parse_model_uri(self.model_uri)
+
+    @property
+    def grpc_receive_limit(self) -> int:
+        if self.grpc_max_message_bytes is None:
+            return self.max_body_bytes
+        return min(self.max_body_bytes, self.grpc_max_message_bytes)
+
+
+def _env_flag(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _from_env(env: Mapping[str, str], variable: str, kind: type, default: object) -> object:
+    raw = env.get(variable)
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except ValueError as e:
+        raise ConfigError(f"{variable}={raw!r} is not a valid {kind.__name__}") from e
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, env: Mapping[str, str] | None = None
+) -> argparse.ArgumentParser:
+    """Add our flags to a parser that already has KServe's (`parents=[kserve's parser]`).
+
+    Every default comes from the environment, so a flag on the command line wins over
+    the variable, which wins over the built-in default.
+    """
+    env = os.environ if env is None else env
+    defaults = Settings.__dataclass_fields__
+
+    def default_of(name: str) -> object:
+        return defaults[name].default
+
+    # KServe already defines --model_name (default "model"); only its default changes.
+    parser.set_defaults(model_name=env.get("MODEL_NAME", DEFAULT_MODEL_NAME))
+    group = parser.add_argument_group("predictor (each also from the environment)")
+    group.add_argument(
+        "--model_uri",
+        default=env.get("MODEL_URI"),
+        help="models:/NAME/VERSION or models:/NAME@ALIAS (env MODEL_URI)",
+    )
+    group.add_argument(
+        "--tracking_uri",
+        default=env.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking server holding the registry (env MLFLOW_TRACKING_URI)",
+    )
+    for flag, kind, text in (
+        ("max_batch_size", int, "most rows per request"),
+        ("max_body_bytes", int, "largest request body in bytes (HTTP and gRPC)"),
+        ("load_retry_initial_seconds", float, "first wait after a failed model load"),
+        ("load_retry_max_seconds", float, "longest wait between model load attempts"),
+        ("registry_timeout_seconds", float, "timeout of one registry call"),
+    ):
+        variable = flag.upper()
+        group.add_argument(
+            f"--{flag}",
+            type=kind,
+            default=_from_env(env, variable, kind, default_of(flag)),
+            help=f"{text} (env {variable}; default {default_of(flag)})",
+        )
+    group.add_argument(
+        "--access_log",
+        type=_env_flag,
+        default=_env_flag(env.get("ACCESS_LOG", "false")),
+        help="log one line per request (env ACCESS_LOG; default false)",
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from a namespace parsed by a parser built with `add_arguments`."""
+    if getattr(args, "workers", 1) != 1:
+        # Worker processes would each hold a model and a metrics registry of their own,
+        # so /metrics would report one worker at random: scale replicas instead.
+        raise ConfigError(
+            f"--workers {args.workers}: the predictor runs one worker per process; "
+            "scale out with more replicas"
+        )
+    return Settings(
+        model_uri=args.model_uri or "",
+        tracking_uri=args.tracking_uri or "",
+        model_name=args.model_name,
+        max_batch_size=args.max_batch_size,
+        max_body_bytes=args.max_body_bytes,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        enable_grpc=args.enable_grpc,
+        grpc_max_threads=args.max_threads,
+        grpc_max_message_bytes=args.grpc_max_receive_message_length,
+        access_log=args.access_log,
+        load_retry_initial_seconds=args.load_retry_initial_seconds,
+        load_retry_max_seconds=args.load_retry_max_seconds,
+        registry_timeout_seconds=args.registry_timeout_seconds,
+        timeout_keep_alive=args.timeout_keep_alive,
+    )

@@ -1,0 +1,33 @@
+"""The serving benchmark reads wrk's report right (its numbers go into the README)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.serving import Sample, parse_wrk
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:50939/v2/models/breast-cancer/infer
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.08ms    3.55ms  21.92ms   85.59%
+    Req/Sec   427.30    247.57   828.00     80.00%
+  Latency Distribution
+     50%  812.00us
+     75%    7.48ms
+     90%   10.33ms
+     99%    1.20s
+  425 requests in 1.00s, 87.78KB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:    423.17
+Transfer/sec:     87.40KB
+""".replace("1.20s\n", "1.20s \n")  # wrk pads values in seconds with a trailing space
+
+
+def test_wrk_report_gives_rate_percentiles_in_ms_and_all_errors() -> None:
+    assert parse_wrk(WRK_OUTPUT) == Sample(rps=423.17, p50_ms=0.812, p99_ms=1200.0, errors=7)
+
+
+def test_a_report_without_latency_distribution_is_refused() -> None:
+    with pytest.raises(ValueError, match="unexpected wrk output"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")

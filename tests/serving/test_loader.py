@@ -1,0 +1,102 @@
+"""Loading a downloaded model folder natively: our allow-list, skops only, a warm-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from serving.errors import InvalidModel
+from serving.loader import load_model_dir
+from tests.serving.conftest import Data, save_mlflow_model, scaled_logreg
+
+
+def double(x: Any) -> Any:
+    return x * 2
+
+
+@pytest.mark.parametrize("family", ["logreg", "forest"])
+def test_a_saved_model_predicts_like_its_estimator(
+    family: str, serving_saved_models: dict[str, Path], serving_data: Data
+) -> None:
+    import skops.io
+
+    from training.model_format import TRUSTED_TYPES
+
+    folder = serving_saved_models[family]
+    reference = skops.io.load(folder / "model.skops", trusted=list(TRUSTED_TYPES))
+    rows = serving_data.x[:5]
+
+    loaded = load_model_dir(folder, version="3", run_id="r", model_uri="models:/bc/3")
+    prediction = loaded.predict(rows)
+
+    expected = reference.predict_proba(rows)
+    assert prediction.probabilities.dtype == np.float64
+    np.testing.assert_allclose(prediction.probabilities, expected)
+    np.testing.assert_array_equal(prediction.labels, expected.argmax(axis=1))
+    assert prediction.class_names == [["malignant", "benign"][i] for i in expected.argmax(axis=1)]
+    assert (loaded.version, loaded.run_id, loaded.model_uri) == ("3", "r", "models:/bc/3")
+
+
+def test_a_pickled_model_is_refused(serving_data: Data, tmp_path: Path) -> None:
+    estimator = scaled_logreg().fit(serving_data.x, serving_data.y)
+    folder = save_mlflow_model(estimator, tmp_path / "m", serving_data, "cloudpickle")
+
+    with pytest.raises(InvalidModel, match="serialized as 'cloudpickle'; only 'skops' is loaded"):
+        load_model_dir(folder, "1", "r", "models:/bc/1")
+
+
+def test_types_outside_our_allow_list_are_refused(serving_data: Data, tmp_path: Path) -> None:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    estimator = make_pipeline(FunctionTransformer(double), scaled_logreg())
+    estimator.fit(serving_data.x, serving_data.y)
+    # The file declares the function trusted; the predictor's own list decides.
+    folder = save_mlflow_model(
+        estimator, tmp_path / "m", serving_data, declared_trusted_types=(f"{__name__}.double",)
+    )
+
+    with pytest.raises(InvalidModel, match="outside the predictor's allow-list") as caught:
+        load_model_dir(folder, "1", "r", "models:/bc/1")
+    assert "test_loader.double" in caught.value.message
+
+
+def test_a_classifier_without_probabilities_is_refused(serving_data: Data, tmp_path: Path) -> None:
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import RidgeClassifier
+
+    estimator = RidgeClassifier().fit(serving_data.x, serving_data.y)
+    example = pd.DataFrame(serving_data.x[:3], columns=serving_data.feature_names)
+    signature = infer_signature(example, estimator.predict(serving_data.x[:3]))
+    mlflow.sklearn.save_model(
+        estimator,
+        str(tmp_path / "m"),
+        signature=signature,
+        serialization_format="skops",
+        pip_requirements=[],
+    )
+
+    with pytest.raises(InvalidModel, match="not a fitted classifier with predict_proba"):
+        load_model_dir(tmp_path / "m", "1", "r", "models:/bc/1")
+
+
+def test_a_model_without_signature_is_refused(serving_data: Data, tmp_path: Path) -> None:
+    import mlflow.sklearn
+
+    estimator = scaled_logreg().fit(serving_data.x, serving_data.y)
+    mlflow.sklearn.save_model(
+        estimator, str(tmp_path / "m"), serialization_format="skops", pip_requirements=[]
+    )
+
+    with pytest.raises(InvalidModel, match="has no input signature"):
+        load_model_dir(tmp_path / "m", "1", "r", "models:/bc/1")
+
+
+def test_a_folder_without_mlmodel_is_an_invalid_model(tmp_path: Path) -> None:
+    with pytest.raises(InvalidModel, match="cannot read"):
+        load_model_dir(tmp_path, "1", "r", "models:/bc/1")

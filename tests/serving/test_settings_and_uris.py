@@ -1,0 +1,141 @@
+"""Settings from flags and environment, and the registry URIs the predictor accepts."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from serving.errors import ConfigError
+from serving.registry import ModelRef, parse_model_uri
+from serving.settings import Settings, add_arguments, settings_from_args
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("models:/breast-cancer/7", ModelRef("breast-cancer", version="7")),
+        ("models:/breast-cancer@champion", ModelRef("breast-cancer", alias="champion")),
+        ("models:/iris@challenger", ModelRef("iris", alias="challenger")),
+    ],
+)
+def test_registry_uris_parse_into_name_and_version_or_alias(uri: str, expected: ModelRef) -> None:
+    ref = parse_model_uri(uri)
+
+    assert ref == expected
+    assert ref.uri == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("", "set MODEL_URI"),
+        ("runs:/abc/model", "is not a registry URI"),
+        ("models:/breast-cancer", "expected models:/NAME/VERSION or models:/NAME@ALIAS"),
+        ("models:/breast-cancer/Production", "stages and 'latest' are not reproducible"),
+        ("models:/breast-cancer/latest", "pin a version or use an alias"),
+        ("models:/breast-cancer/0", "is not a version number"),
+        ("models:/breast-cancer@", "expected models:/NAME/VERSION"),
+        ("models:/a/b/3", "expected models:/NAME/VERSION"),
+    ],
+)
+def test_other_uris_are_configuration_errors(uri: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_model_uri(uri)
+
+
+def parse(argv: list[str], env: dict[str, str]) -> Settings:
+    from kserve import model_server
+
+    parser = argparse.ArgumentParser(parents=[model_server.parser])
+    return settings_from_args(add_arguments(parser, env).parse_args(argv))
+
+
+def test_settings_come_from_the_environment() -> None:
+    env = {
+        "MODEL_URI": "models:/iris@champion",
+        "MODEL_NAME": "iris",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "MAX_BATCH_SIZE": "16",
+        "MAX_BODY_BYTES": "65536",
+        "ACCESS_LOG": "true",
+    }
+
+    settings = parse([], env)
+
+    assert (settings.model_uri, settings.model_name, settings.tracking_uri) == (
+        "models:/iris@champion",
+        "iris",
+        "http://mlflow:5000",
+    )
+    assert (settings.max_batch_size, settings.max_body_bytes, settings.access_log) == (
+        16,
+        65536,
+        True,
+    )
+    assert (settings.http_port, settings.grpc_port) == (8080, 8081)
+
+
+def test_flags_win_over_the_environment_and_kserve_flags_are_kept() -> None:
+    env = {"MODEL_URI": "models:/iris@champion", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    argv = [
+        "--model_uri", "models:/breast-cancer/2",
+        "--model_name", "bc",
+        "--http_port", "9000",
+        "--grpc_port", "9001",
+        "--max_batch_size", "8",
+    ]  # fmt: skip
+
+    settings = parse(argv, env)
+
+    assert (settings.model_uri, settings.model_name, settings.max_batch_size) == (
+        "models:/breast-cancer/2",
+        "bc",
+        8,
+    )
+    assert (settings.http_port, settings.grpc_port) == (9000, 9001)
+
+
+def test_the_served_name_defaults_to_breast_cancer() -> None:
+    settings = parse([], {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m:5000"})
+
+    assert settings.model_name == "breast-cancer"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {"MLFLOW_TRACKING_URI": "http://m:5000"}, "set MODEL_URI"),
+        ([], {"MODEL_URI": "models:/x/1"}, "set MLFLOW_TRACKING_URI"),
+        (
+            ["--workers", "2"],
+            {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m"},
+            "one worker per process",
+        ),
+        (
+            [],
+            {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m", "MAX_BATCH_SIZE": "0"},
+            "MAX_BATCH_SIZE must be at least 1",
+        ),
+    ],
+)
+def test_unusable_settings_are_configuration_errors(
+    argv: list[str], env: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse(argv, env)
+
+
+def test_a_malformed_number_in_the_environment_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="MAX_BODY_BYTES='lots' is not a valid int"):
+        parse([], {"MAX_BODY_BYTES": "lots"})
+
+
+def test_grpc_message_limit_is_the_smaller_of_body_and_kserve_limits() -> None:
+    base = {"model_uri": "models:/x/1", "tracking_uri": "http://m"}
+
+    assert Settings(**base, max_body_bytes=4096).grpc_receive_limit == 4096
+    assert (
+        Settings(**base, max_body_bytes=4096, grpc_max_message_bytes=2048).grpc_receive_limit
+        == 2048
+    )
