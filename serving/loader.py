@@ -99,7 +99,7 @@ def load_model_dir(model_dir: Path, version: str, run_id: str, model_uri: str) -
 
     mlmodel = read_mlmodel(model_dir)
     try:
-        estimator = load_estimator(model_dir, trusted_types=TRUSTED_TYPES)
+        estimator = load_estimator(model_dir, trusted_types=TRUSTED_TYPES, mlmodel=mlmodel)
     except UntrustedTypesFoundException as e:
         raise InvalidModel(
             f"{model_uri} holds types outside the predictor's allow-list: {e}"

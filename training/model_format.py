@@ -14,7 +14,7 @@ The contract between training and serving:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +42,25 @@ def model_metadata(class_names: Sequence[str], critical_class: str) -> dict[str,
     return {CLASS_NAMES_KEY: list(class_names), CRITICAL_CLASS_KEY: critical_class}
 
 
-def load_estimator(model_dir: str | Path, trusted_types: Sequence[str] = TRUSTED_TYPES) -> Any:
+def load_estimator(
+    model_dir: str | Path,
+    trusted_types: Sequence[str] = TRUSTED_TYPES,
+    mlmodel: Mapping[str, Any] | None = None,
+) -> Any:
     """Load the estimator of a downloaded MLflow model folder natively, with *our*
     allow-list: the list a model file declares about itself is not a safety control.
 
-    Raises `ValueError` when the model is not an sklearn model in the skops format.
+    `mlmodel` is the folder's parsed MLmodel file, for callers that read it already.
+    Raises `ValueError` when the model is not an sklearn model in the skops format, and
+    skops' `UntrustedTypesFoundException` when it holds a type outside the allow-list.
     """
     import skops.io
-    import yaml
 
     folder = Path(model_dir)
-    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    if mlmodel is None:
+        import yaml
+
+        mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
     flavor = (mlmodel.get("flavors") or {}).get("sklearn")
     if flavor is None:
         raise ValueError(f"{folder} holds no scikit-learn model (no sklearn flavor in MLmodel)")
