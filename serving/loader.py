@@ -71,11 +71,17 @@ def _skip_repeated_checks() -> None:
 
 
 def preload() -> None:
-    """Import what loading needs (most of scikit-learn, through skops' allow-list)."""
-    import skops.io  # noqa: F401
+    """Import what loading needs: scikit-learn's core, skops, and the MLmodel parser.
+    (Each model's own modules, linear models or ensembles, import as it loads.)"""
+    # First, so it comes early in sys.modules: skops, as it is imported, finds the module
+    # of each of ~400 scipy ufuncs by scanning the loaded modules in import order, and
+    # stops sooner (measured: 0.2 s of the start).
+    import scipy.special  # noqa: F401
     import yaml  # noqa: F401
 
-    import training.model_format  # noqa: F401
+    from training.model_format import import_skops
+
+    import_skops()
 
 
 def read_mlmodel(model_dir: Path) -> dict[str, Any]:

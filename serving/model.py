@@ -24,9 +24,9 @@ from kserve.metrics import PREDICT_HIST_TIME
 
 from serving import codec
 from serving.errors import InvalidModel, InvalidRequest, LoadError, ModelNotReady
-from serving.loader import LoadedModel, Prediction, load_model_dir, preload
+from serving.loader import LoadedModel, Prediction, load_model_dir
 from serving.metrics import NO_VERSION, BoundMetrics, PredictorMetrics, default_metrics
-from serving.registry import FetchedModel, FetchProcess
+from serving.registry import FetchedModel, FetchProcess, Prefetch
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,10 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
         settings: Settings,
         fetcher: Fetcher | None = None,
         metrics: PredictorMetrics | None = None,
+        prefetch: Prefetch | None = None,
     ) -> None:
+        """`prefetch`, a fetch of this model started early, serves the first attempt
+        (if it fetches what `settings` ask for; otherwise it is given up)."""
         super().__init__(settings.model_name)
         self.settings = settings
         self.max_batch_size = settings.max_batch_size
@@ -62,6 +65,14 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
         self._stop = threading.Event()
         self._load_lock = threading.Lock()
         self._fetching: FetchProcess | None = None
+        self._prefetch: Prefetch | None = None
+        if prefetch is not None:
+            if fetcher is None and prefetch.fetches(
+                settings.model_ref, settings.tracking_uri, settings.registry_timeout_seconds
+            ):
+                self._prefetch = prefetch
+            else:
+                prefetch.close()
         self._kserve_predict_seconds = PREDICT_HIST_TIME.labels(model_name=self.name)
 
     # --- loading --------------------------------------------------------------------------
@@ -106,19 +117,26 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
 
     def load_once(self) -> LoadedModel:
         """One attempt: resolve, download into a temporary folder, load, warm up."""
-        started = perf_counter()
-        with tempfile.TemporaryDirectory(prefix="serving-model-") as folder:
-            fetched = self._fetch(Path(folder))
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is None:
+            started, folder = perf_counter(), tempfile.TemporaryDirectory(prefix="serving-model-")
+        else:
+            started, folder = prefetch.started, prefetch.folder
+        with folder as path:
+            fetched = self._fetch(Path(path)) if prefetch is None else self._await(prefetch.process)
             loaded = load_model_dir(fetched.path, fetched.version, fetched.run_id, fetched.uri)
         loaded.load_seconds = perf_counter() - started
         return loaded
 
     def _fetch_from_registry(self, folder: Path) -> FetchedModel:
         s = self.settings
-        pending = FetchProcess(s.model_ref, s.tracking_uri, folder, s.registry_timeout_seconds)
+        return self._await(
+            FetchProcess(s.model_ref, s.tracking_uri, folder, s.registry_timeout_seconds)
+        )
+
+    def _await(self, pending: FetchProcess) -> FetchedModel:
         self._fetching = pending
         try:
-            preload()  # scikit-learn and skops import here while the child talks to MLflow
             return pending.result()
         finally:
             self._fetching = None
@@ -145,6 +163,9 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
         fetching = self._fetching
         if fetching is not None:
             fetching.kill()
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.close()
         super().stop()
 
     # --- the request path ------------------------------------------------------------------

@@ -11,12 +11,15 @@ core while the server imports scikit-learn.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,9 +237,39 @@ class FetchProcess:
         if self.process.poll() is None:
             self.process.kill()
 
+    def close(self) -> None:
+        """Stop the child if it runs, and reap it (closing its pipes); for a child whose
+        result nobody will read."""
+        self.kill()
+        self.process.communicate()
+
+
+class Prefetch:
+    """The first fetch, started as the process starts: the child imports MLflow and
+    downloads on one core while the server imports KServe and scikit-learn on the other.
+
+    It downloads into a temporary folder of its own, which `folder` cleans up when the
+    load that takes it over is done with it.
+    """
+
+    def __init__(self, ref: ModelRef, tracking_uri: str, timeout_seconds: float) -> None:
+        self.key = (ref, tracking_uri, timeout_seconds)
+        self.started = time.perf_counter()
+        self.folder = tempfile.TemporaryDirectory(prefix="serving-model-")
+        self.process = FetchProcess(ref, tracking_uri, Path(self.folder.name), timeout_seconds)
+
+    def fetches(self, ref: ModelRef, tracking_uri: str, timeout_seconds: float) -> bool:
+        return self.key == (ref, tracking_uri, timeout_seconds)
+
+    def close(self) -> None:
+        """Give it up: stop the child, remove the folder."""
+        self.process.close()
+        self.folder.cleanup()
+
 
 def fetch_main() -> int:
     """The child's side of `FetchProcess`."""
+    gc.disable()  # a short-lived process: collecting while MLflow imports frees nothing
     request = json.loads(os.environ[REQUEST_VARIABLE])
     try:
         fetched = fetch(

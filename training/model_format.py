@@ -14,15 +14,25 @@ The contract between training and serving:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-# skops refuses to load any type not on an allow-list. Plain pipelines, scalers and
-# linear models are trusted by skops itself; tree ensembles need their node types.
+# skops refuses to load any type not on an allow-list. This one names exactly what the
+# candidate families (training/candidates.py) write. Tree ensembles need their node
+# types, which skops does not trust by default (see the README's "Model format").
 TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
     "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.preprocessing._label.LabelEncoder",
 )
 
 ARTIFACT_PATH = "model"
@@ -42,6 +52,31 @@ def model_metadata(class_names: Sequence[str], critical_class: str) -> dict[str,
     return {CLASS_NAMES_KEY: list(class_names), CRITICAL_CLASS_KEY: critical_class}
 
 
+def import_skops() -> ModuleType:
+    """`skops.io`, imported (if nothing imported it before) trusting no scikit-learn
+    estimator by default, so that what a model may hold is `TRUSTED_TYPES`.
+
+    skops builds its default allow-list, every estimator scikit-learn has, when it is
+    imported, and finding them imports every scikit-learn module: half a second of the
+    predictor's start, for a list wider than ours. Discovery is switched off for that
+    import. (In training, MLflow imported skops before, with its defaults.)
+    """
+    if "skops.io" not in sys.modules:
+        import sklearn.utils
+
+        discover = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = _no_estimators
+        try:
+            import skops.io  # noqa: F401 - imported for sys.modules
+        finally:
+            sklearn.utils.all_estimators = discover
+    return sys.modules["skops.io"]
+
+
+def _no_estimators(*args: object, **kwargs: object) -> list[tuple[str, type]]:
+    return []
+
+
 def load_estimator(
     model_dir: str | Path,
     trusted_types: Sequence[str] = TRUSTED_TYPES,
@@ -54,8 +89,7 @@ def load_estimator(
     Raises `ValueError` when the model is not an sklearn model in the skops format, and
     skops' `UntrustedTypesFoundException` when it holds a type outside the allow-list.
     """
-    import skops.io
-
+    skops_io = import_skops()
     folder = Path(model_dir)
     if mlmodel is None:
         import yaml
@@ -70,4 +104,4 @@ def load_estimator(
             f"{folder}: the model is serialized as {fmt!r}; only {SERIALIZATION_FORMAT!r} is "
             "loaded, because pickle formats run arbitrary code. Re-train with this project."
         )
-    return skops.io.load(folder / flavor["pickled_model"], trusted=list(trusted_types))
+    return skops_io.load(folder / flavor["pickled_model"], trusted=list(trusted_types))

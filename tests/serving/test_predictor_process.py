@@ -274,6 +274,25 @@ def test_fetch_in_a_child_process_reports_an_unreachable_registry(tmp_path: Path
         pending.result()
 
 
+def test_a_prefetch_serves_the_first_load_and_leaves_no_folder(registered: Registered) -> None:
+    from serving.model import RegistryModel
+    from serving.registry import Prefetch
+    from serving.settings import Settings
+
+    settings = Settings(
+        model_uri=f"models:/{registered.name}@champion", tracking_uri=registered.server.url
+    )
+    url, timeout = registered.server.url, settings.registry_timeout_seconds
+    prefetch = Prefetch(settings.model_ref, url, timeout)
+    model = RegistryModel(settings, prefetch=prefetch)
+
+    assert model.load() is True
+
+    loaded = model.active().model
+    assert (loaded.version, loaded.run_id) == (registered.version, registered.run_id)
+    assert not Path(prefetch.folder.name).exists()
+
+
 def test_v2_rest_with_kserve_client_returns_the_registered_version(
     predictor: Predictor, registered: Registered
 ) -> None:
