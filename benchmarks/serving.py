@@ -10,7 +10,7 @@ local `mlflow server`: the logistic-regression pipeline and a 50-tree random for
 
 Environment: BENCH_DURATION (seconds per round, default 3), BENCH_ROUNDS (default 3),
 BENCH_CONCURRENCY (default 1,8,32), BENCH_BATCHES (default 1,32), BENCH_STARTS (start →
-ready samples per placement, default 3).
+ready samples per placement, default 5).
 
 Targets (issue 3; logistic regression, batch 1, concurrency 8): ≥ 1.5x the minimal
 kserve.Model's throughput, ≥ 70 % of the starlette endpoint's, p99 < 15 ms; start →
@@ -38,6 +38,7 @@ from tests.support import PYTHON, REPO_ROOT, Process, free_port, running_mlflow,
 SERVED = "breast-cancer"
 MODELS = (("logreg", "logreg"), ("forest", "random_forest"))
 PREDICTOR, KSERVE, STARLETTE, LOGGED = "predictor", "kserve", "starlette", "predictor+log"
+IMPORTS = "imports"
 SERVERS = (PREDICTOR, KSERVE, STARLETTE)
 # Native thread pools sized to the host only contend on a pinned core: one thread, for all.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -291,12 +292,41 @@ def metrics_cost_us(repeat: int = 20000) -> float:
 
 def start_times(
     model: dict[str, Any], tracking_uri: str, pin: list[str], folder: Path, count: int
-) -> list[float]:
+) -> dict[str, list[float]]:
+    """Start → ready of the predictor (model from the registry) and of the minimal
+    kserve.Model (model from local disk), taking turns so both see the same machine."""
+    seconds: dict[str, list[float]] = {PREDICTOR: [], KSERVE: []}
+    for _ in range(count):
+        for kind, samples in seconds.items():
+            server = start_server(kind, model, tracking_uri, pin, folder)
+            server.process.stop()
+            samples.append(server.ready_seconds)
+    return seconds
+
+
+# What the predictor imports before it listens, as it does, and nothing else: the floor
+# of its start. It prints the wall-clock time its imports ended at.
+IMPORTS_ONLY = (
+    "import gc; gc.disable(); "
+    "from serving.__main__ import prepare_process; prepare_process(); "
+    "from serving.loader import preload; preload(); "
+    "import serving.model, serving.server, time; print(time.time())"
+)
+
+
+def import_seconds(pin: list[str], count: int) -> list[float]:
     seconds = []
     for _ in range(count):
-        server = start_server(PREDICTOR, model, tracking_uri, pin, folder)
-        server.process.stop()
-        seconds.append(server.ready_seconds)
+        started = time.time()
+        done = subprocess.run(
+            [*pin, PYTHON, "-c", IMPORTS_ONLY],
+            check=True,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **ONE_THREAD},
+        )
+        seconds.append(float(done.stdout.split()[-1]) - started)
     return seconds
 
 
@@ -310,7 +340,7 @@ def verdict(ok: bool) -> str:
 def print_report(
     rows: list[Row],
     memory: dict[str, float],
-    starts: dict[str, list[float]],
+    starts: dict[str, dict[str, list[float]]],
     metrics_us: float,
     baseline_starts: dict[str, list[float]],
 ) -> None:
@@ -348,16 +378,20 @@ def print_report(
         print(f"- throughput vs the starlette endpoint: {s:.0%} (>= 70 %) {verdict(s >= 0.7)}")
         p99 = ours.sample.p99_ms
         print(f"- p99 latency: {p99:.2f} ms (< 15 ms) {verdict(p99 < 15)}")
-    for placement, seconds in starts.items():
-        median = statistics.median(seconds)
-        samples = ", ".join(f"{s:.2f}" for s in seconds)
+    for placement, kinds in starts.items():
+        start, minimal = statistics.median(kinds[PREDICTOR]), statistics.median(kinds[KSERVE])
+        imports = statistics.median(kinds[IMPORTS])
+        samples = ", ".join(f"{s:.2f}" for s in kinds[PREDICTOR])
         print(
-            f"- start → ready, {placement}: median {median:.2f} s ({samples}) (< 3 s) "
-            f"{verdict(median < 3)}"
+            f"- start → ready, {placement}: median {start:.2f} s ({samples}) (< 3 s) "
+            f"{verdict(start < 3)}\n"
+            f"  minimal kserve.Model, model from local disk: median {minimal:.2f} s "
+            f"(ours takes {start / minimal:.0%} of it); the predictor's imports alone: "
+            f"median {imports:.2f} s"
         )
     for kind, seconds in baseline_starts.items():
         samples = ", ".join(f"{s:.2f}" for s in seconds)
-        print(f"  for comparison, {kind} pinned, model from local disk: {samples} s")
+        print(f"  started for the throughput runs, {kind} pinned: {samples} s")
     for label, mb in memory.items():
         print(
             f"- resident memory after the runs, {label}: {mb:.0f} MB (< 250 MB) {verdict(mb < 250)}"
@@ -378,7 +412,7 @@ def main() -> None:
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     concurrencies = env_list("BENCH_CONCURRENCY", "1,8,32")
     batches = env_list("BENCH_BATCHES", "1,32")
-    start_samples = int(os.environ.get("BENCH_STARTS", "3"))
+    start_samples = int(os.environ.get("BENCH_STARTS", "5"))
     cores = Cores.detect()
     print(f"cores: {os.cpu_count()}; load average at start: {os.getloadavg()[0]:.2f}", flush=True)
 
@@ -390,13 +424,11 @@ def main() -> None:
         bodies = {batch: request_body(batch) for batch in batches}
         scripts = {batch: write_lua(folder, body) for batch, body in bodies.items()}
 
-        starts = {
-            "both cores": start_times(models[0], mlflow.url, [], folder, start_samples),
-            "pinned to one core": start_times(
-                models[0], mlflow.url, cores.server, folder, start_samples
-            ),
-        }
-        print("start → ready:", starts, flush=True)
+        starts = {}
+        for placement, pin in (("both cores", []), ("pinned to one core", cores.server)):
+            starts[placement] = start_times(models[0], mlflow.url, pin, folder, start_samples)
+            starts[placement][IMPORTS] = import_seconds(pin, start_samples)
+            print(f"start → ready, {placement}:", starts[placement], flush=True)
 
         rows: list[Row] = []
         memory: dict[str, float] = {}

@@ -18,6 +18,9 @@ from typing import Any
 
 
 def load(model_dir: str) -> Any:
+    # skops as a user imports it (with its default allow-list), before our loader would.
+    import skops.io  # noqa: F401
+
     from training.model_format import load_estimator
 
     return load_estimator(Path(model_dir))

@@ -270,6 +270,9 @@ class Prefetch:
 def fetch_main() -> int:
     """The child's side of `FetchProcess`."""
     gc.disable()  # a short-lived process: collecting while MLflow imports frees nothing
+    from serving import lean_imports
+
+    lean_imports.install()  # MLflow imports pandas, which would import pyarrow
     request = json.loads(os.environ[REQUEST_VARIABLE])
     try:
         fetched = fetch(
