@@ -4,7 +4,8 @@ choice between families: best CV score, with predict latency breaking near-ties.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,13 +39,14 @@ class SearchResult:
     cv_recall_mean: float
     """Mean CV recall of the critical class at the best grid point."""
     cv_recall_std: float
-    predict_latency_ms: float
-    """Fastest of repeated `predict_proba` calls on one row: the model's own cost per
-    request, and (unlike a mean or median) barely moved by a busy machine."""
     estimator: Any
     """The best grid point refitted on the whole training split."""
     trials: list[dict[str, Any]]
     """Every grid point with its CV scores, for the run's artifact."""
+    predict_latency_ms: float = float("nan")
+    """Fastest of repeated `predict_proba` calls on one row: the model's own cost per
+    request, and (unlike a mean or median) barely moved by a busy machine. Set by
+    `measure_latencies`, which times all families in turns."""
 
 
 def search(
@@ -56,7 +58,6 @@ def search(
     seed: int,
     critical_label: int | None,
     n_jobs: int,
-    latency_repeats: int,
 ) -> SearchResult:
     n_classes = int(np.unique(y_train).size)
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -92,22 +93,28 @@ def search(
         cv_score_std=trials[best]["cv_auc_std"],
         cv_recall_mean=trials[best]["cv_critical_recall_mean"],
         cv_recall_std=trials[best]["cv_critical_recall_std"],
-        predict_latency_ms=measure_predict_latency_ms(
-            grid.best_estimator_, x_train[:1], latency_repeats
-        ),
         estimator=grid.best_estimator_,
         trials=trials,
     )
 
 
-def measure_predict_latency_ms(estimator: Any, row: npt.NDArray[np.float64], repeats: int) -> float:
-    estimator.predict_proba(row)  # warm-up: first calls pay one-off allocations
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        estimator.predict_proba(row)
-        timings.append(time.perf_counter() - start)
-    return float(np.min(timings) * 1000)
+def measure_latencies(
+    results: Sequence[SearchResult], row: npt.NDArray[np.float64], repeats: int, rounds: int = 5
+) -> list[SearchResult]:
+    """Each family's single-row `predict_proba` latency, timed in turns (a few calls of
+    each, `rounds` times over): a busy spell then slows every family alike, and their
+    ratio, which decides the choice, holds. Timed one family after another, a run under
+    load once chose another family than the same run on a quiet machine."""
+    for result in results:
+        result.estimator.predict_proba(row)  # warm-up: first calls pay one-off allocations
+    fastest = [float("inf")] * len(results)
+    for _ in range(rounds):
+        for i, result in enumerate(results):
+            for _ in range(max(1, repeats // rounds)):
+                start = time.perf_counter()
+                result.estimator.predict_proba(row)
+                fastest[i] = min(fastest[i], time.perf_counter() - start)
+    return [replace(r, predict_latency_ms=s * 1000) for r, s in zip(results, fastest, strict=True)]
 
 
 # Latencies closer than this factor count as equal, so timing noise cannot flip a choice.

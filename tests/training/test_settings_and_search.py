@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 
 from training.errors import ConfigError
-from training.search import SearchResult, choose, critical_recall
+from training.search import SearchResult, choose, critical_recall, measure_latencies
 from training.settings import TrainingSettings, build_parser, settings_from_args
 
 
@@ -42,9 +43,45 @@ def test_bad_settings_are_config_errors(argv: list[str], message: str) -> None:
         parse(argv)
 
 
-def result(family: str, score: float, latency: float) -> SearchResult:
-    empty: dict[str, Any] = {}
-    return SearchResult(family, empty, score, 0.0, 0.9, 0.01, latency, None, [])
+def result(family: str, score: float, latency: float, estimator: Any = None) -> SearchResult:
+    return SearchResult(
+        family=family,
+        best_params={},
+        cv_score_mean=score,
+        cv_score_std=0.0,
+        cv_recall_mean=0.9,
+        cv_recall_std=0.01,
+        estimator=estimator,
+        trials=[],
+        predict_latency_ms=latency,
+    )
+
+
+class Sleeper:
+    """An estimator whose predict_proba takes at least `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    def predict_proba(self, rows: Any) -> Any:
+        self.calls += 1
+        deadline = time.perf_counter() + self.seconds
+        while time.perf_counter() < deadline:
+            pass
+        return np.zeros((len(rows), 2))
+
+
+def test_latencies_are_the_fastest_call_of_each_timed_in_turns() -> None:
+    slow, fast = Sleeper(0.004), Sleeper(0.0005)
+    searched = [result("slow", 0.99, float("nan"), slow), result("fast", 0.99, float("nan"), fast)]
+
+    timed = measure_latencies(searched, np.zeros((1, 3)), repeats=10, rounds=5)
+
+    assert [r.family for r in timed] == ["slow", "fast"]
+    assert 4.0 <= timed[0].predict_latency_ms < 40.0
+    assert 0.5 <= timed[1].predict_latency_ms < 4.0
+    assert slow.calls == fast.calls == 1 + 10  # a warm-up, then 5 turns of 2 calls
 
 
 def test_choose_takes_the_best_score_when_no_one_is_close() -> None:
