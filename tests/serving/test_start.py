@@ -105,6 +105,9 @@ def test_a_configuration_error_gives_up_the_prefetch_and_exits_2(
             started.append(self)
 
     monkeypatch.setattr(entry, "Prefetch", Recorded)
+    # Process-wide import hooks and thread settings are not this test's subject, and
+    # would outlive it in the test process.
+    monkeypatch.setattr(entry, "prepare_process", lambda: None)
     argv = ["--model_uri", "models:/bc/1", "--tracking_uri", unreachable(), "--workers", "2"]
 
     assert entry.main(argv) == 2
