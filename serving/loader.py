@@ -99,14 +99,12 @@ def read_mlmodel(model_dir: Path) -> dict[str, Any]:
 
 def load_model_dir(model_dir: Path, version: str, run_id: str, model_uri: str) -> LoadedModel:
     """Load the estimator and spec of a model folder; raise `InvalidModel` if it cannot serve."""
-    from skops.io.exceptions import UntrustedTypesFoundException
-
-    from training.model_format import TRUSTED_TYPES, load_estimator
+    from training.model_format import TRUSTED_TYPES, UntrustedModel, load_estimator
 
     mlmodel = read_mlmodel(model_dir)
     try:
         estimator = load_estimator(model_dir, trusted_types=TRUSTED_TYPES, mlmodel=mlmodel)
-    except UntrustedTypesFoundException as e:
+    except UntrustedModel as e:
         raise InvalidModel(
             f"{model_uri} holds types outside the predictor's allow-list: {e}"
         ) from e

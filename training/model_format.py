@@ -59,7 +59,8 @@ def import_skops() -> ModuleType:
     skops builds its default allow-list, every estimator scikit-learn has, when it is
     imported, and finding them imports every scikit-learn module: half a second of the
     predictor's start, for a list wider than ours. Discovery is switched off for that
-    import. (In training, MLflow imported skops before, with its defaults.)
+    import. (Where skops was imported before, by MLflow's logging in training, it keeps
+    its defaults: import skops through here, or through `load_estimator`.)
     """
     if "skops.io" not in sys.modules:
         import sklearn.utils
@@ -77,6 +78,10 @@ def _no_estimators(*args: object, **kwargs: object) -> list[tuple[str, type]]:
     return []
 
 
+class UntrustedModel(ValueError):
+    """The model holds types outside the allow-list (skops refused to load it)."""
+
+
 def load_estimator(
     model_dir: str | Path,
     trusted_types: Sequence[str] = TRUSTED_TYPES,
@@ -87,9 +92,11 @@ def load_estimator(
 
     `mlmodel` is the folder's parsed MLmodel file, for callers that read it already.
     Raises `ValueError` when the model is not an sklearn model in the skops format, and
-    skops' `UntrustedTypesFoundException` when it holds a type outside the allow-list.
+    `UntrustedModel` (a `ValueError` too) when it holds a type outside the allow-list.
     """
     skops_io = import_skops()
+    from skops.io.exceptions import UntrustedTypesFoundException  # after import_skops()
+
     folder = Path(model_dir)
     if mlmodel is None:
         import yaml
@@ -104,4 +111,7 @@ def load_estimator(
             f"{folder}: the model is serialized as {fmt!r}; only {SERIALIZATION_FORMAT!r} is "
             "loaded, because pickle formats run arbitrary code. Re-train with this project."
         )
-    return skops_io.load(folder / flavor["pickled_model"], trusted=list(trusted_types))
+    try:
+        return skops_io.load(folder / flavor["pickled_model"], trusted=list(trusted_types))
+    except UntrustedTypesFoundException as e:
+        raise UntrustedModel(str(e)) from e

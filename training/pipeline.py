@@ -279,14 +279,12 @@ def _score_champion(
 ) -> ChampionComparison | None:
     if champion is None:
         return None
-    from skops.io.exceptions import UntrustedTypesFoundException
-
     try:
         estimator = registry.load_registered_estimator(champion)
         scored = evaluate(estimator, x_test, y_test, critical_label)
     # Another feature schema or class set, not our format, or types we do not trust:
     # the champion cannot be compared, which fails the gate instead of the whole Job.
-    except (ValueError, UntrustedTypesFoundException) as e:
+    except ValueError as e:
         return ChampionComparison(champion.version, None, None, error=str(e))
     return ChampionComparison(champion.version, scored.roc_auc, scored.critical_recall)
 
