@@ -60,6 +60,11 @@ class ModelRef:
         return f"{what} of registered model '{self.name}'"
 
 
+def is_version_number(ref: str) -> bool:
+    """A registry version: 1, 2, ... (not 0, not a stage, not `latest`)."""
+    return bool(_VERSION.match(ref))
+
+
 def parse_model_uri(uri: str) -> ModelRef:
     """Parse `models:/NAME/VERSION` or `models:/NAME@ALIAS`; anything else is a `ConfigError`."""
     expected = "expected models:/NAME/VERSION or models:/NAME@ALIAS"
@@ -76,7 +81,7 @@ def parse_model_uri(uri: str) -> ModelRef:
     name, _, version = rest.rpartition("/")
     if not name or "/" in name:
         raise ConfigError(f"MODEL_URI {uri!r}: {expected}")
-    if not _VERSION.match(version):
+    if not is_version_number(version):
         raise ConfigError(
             f"MODEL_URI {uri!r}: {version!r} is not a version number. Registry stages and "
             f"'latest' are not reproducible; pin a version or use an alias ({expected})"

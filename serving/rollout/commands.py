@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from serving.registry import is_version_number
 from serving.rollout import isvc, report
 from serving.rollout.analysis import Analysis, Verdict, evaluate
 from serving.rollout.errors import ConfigError, ConflictError, ExitCode, RefusedError
@@ -23,7 +24,6 @@ from serving.rollout.registry import (
     PROMOTED,
     REJECTED,
     Registry,
-    is_version_number,
     parse_model_uri,
     version_uri,
 )

@@ -7,11 +7,12 @@ seconds, and `analyze` with explicit version numbers never needs it.
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from serving import registry as predictor_registry
+from serving.errors import ConfigError as PredictorConfigError
+from serving.registry import ModelRef, is_version_number
 from serving.rollout.errors import ConfigError, RefusedError, UnreachableError
 
 logger = logging.getLogger(__name__)
@@ -26,33 +27,18 @@ TIME_TAG = "rollout_time"
 PROMOTED = "promoted"
 REJECTED = "rejected"
 
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
-
-@dataclass(frozen=True)
-class ModelUri:
-    name: str
-    version: str | None
-    alias: str | None
-
-
-def parse_model_uri(uri: str) -> ModelUri:
-    """`models:/NAME/VERSION` or `models:/NAME@ALIAS`."""
-    match = _URI.match(uri.strip())
-    if not match:
-        raise ConfigError(
-            f"MODEL_URI {uri!r} is neither models:/NAME/VERSION nor models:/NAME@ALIAS"
-        )
-    return ModelUri(match["name"], match["version"], match["alias"])
+def parse_model_uri(uri: str) -> ModelRef:
+    """`models:/NAME/VERSION` or `models:/NAME@ALIAS`, read as the predictor reads it."""
+    try:
+        return predictor_registry.parse_model_uri(uri.strip())
+    except PredictorConfigError as e:
+        raise ConfigError(e.message) from e
 
 
 def version_uri(model_name: str, version: str) -> str:
     """What a revision pins: always a concrete version, never an alias."""
-    return f"models:/{model_name}/{version}"
-
-
-def is_version_number(ref: str) -> bool:
-    return ref.isdigit()
+    return ModelRef(model_name).version_uri(version)
 
 
 def _code(error: Exception) -> str:

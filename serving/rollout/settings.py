@@ -11,16 +11,17 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from serving.registry import is_version_number
 from serving.rollout import queries
 from serving.rollout.analysis import Thresholds
 from serving.rollout.errors import ConfigError
 from serving.rollout.kube import KubeSettings
 from serving.rollout.plan import Schedule
 from serving.rollout.registry import CHALLENGER
+from serving.settings import DEFAULT_MODEL_NAME
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
-DEFAULT_MODEL_NAME = "breast-cancer"
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if not 1 <= percent <= 99:
         raise ConfigError(f"--percent must be within 1..99 (100 is `promote`), got {percent}")
     version = get("version")
-    if version is not None and not str(version).isdigit():
+    if version is not None and not is_version_number(str(version)):
         raise ConfigError(f"--version must be a registry version number, got {version!r}")
     alias = get("alias")
     version_ref = version or (alias.lstrip("@") if alias else None)

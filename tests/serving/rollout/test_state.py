@@ -108,5 +108,9 @@ def test_rollback_refuses_when_stable_serves_alone() -> None:
 def test_model_uris() -> None:
     assert parse_model_uri("models:/breast-cancer/12").version == "12"
     assert parse_model_uri("models:/breast-cancer@champion").alias == "champion"
-    with pytest.raises(ConfigError, match="neither"):
+    # The predictor's reading: dotted aliases serve, version 0 does not exist.
+    assert parse_model_uri("models:/breast-cancer@v1.2").alias == "v1.2"
+    with pytest.raises(ConfigError, match="is not a registry URI"):
         parse_model_uri("s3://bucket/model")
+    with pytest.raises(ConfigError, match="'0' is not a version number"):
+        parse_model_uri("models:/breast-cancer/0")
