@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass
@@ -122,3 +123,16 @@ def claimed_kube_versions() -> tuple[str, str]:
     )
     oldest, newest = within[0], within[-1]
     return f"{oldest[0]}.{oldest[1]}", f"{newest[0]}.{newest[1]}"
+
+
+def write_rules(rendered: Rendered, folder: Path) -> Path:
+    """The PrometheusRule's spec as a Prometheus rule file, `folder/rules.yaml`; its groups
+    are a copy, which a test may change without touching the shared render."""
+    groups = copy.deepcopy(rendered.one("PrometheusRule")["spec"]["groups"])
+    return write_rule_groups(groups, folder)
+
+
+def write_rule_groups(groups: list[dict[str, Any]], folder: Path) -> Path:
+    path = folder / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    return path

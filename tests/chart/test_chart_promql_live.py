@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from tests.chart.render import NAMESPACE, Rendered
+from tests.chart.render import NAMESPACE, Rendered, write_rules
 from tests.support import (
     PYTHON,
     REPO_ROOT,
@@ -92,12 +92,11 @@ def prometheus(
     """
     binary = require_binary("prometheus")
     folder = tmp_path_factory.mktemp("prometheus")
-    rule = default_render.one("PrometheusRule")
-    (folder / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    rules = write_rules(default_render, folder)
     monitor = default_render.one("PodMonitor", "-predictor")["metadata"]["name"]
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(folder / "rules.yaml")],
+        "rule_files": [str(rules)],
         "scrape_configs": [
             {
                 "job_name": f"{NAMESPACE}/{monitor}",

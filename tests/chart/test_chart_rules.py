@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.render import Rendered
+from tests.chart.render import Rendered, write_rule_groups, write_rules
 from tests.support import require_binary
 
 pytestmark = pytest.mark.chart
@@ -19,12 +20,17 @@ pytestmark = pytest.mark.chart
 ALERT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 
 
-def write_rules(rendered: Rendered, folder: Path) -> Path:
-    """The PrometheusRule's spec is a Prometheus rule file."""
-    rule = rendered.one("PrometheusRule")
-    path = folder / "rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
-    return path
+def promtool_test_rules(folder: Path) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` of ALERT_TESTS against `folder/rules.yaml`."""
+    promtool = require_binary("promtool")
+    shutil.copy(ALERT_TESTS, folder / ALERT_TESTS.name)
+    return subprocess.run(
+        [promtool, "test", "rules", ALERT_TESTS.name],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def alert_names(rendered: Rendered) -> set[str]:
@@ -56,16 +62,8 @@ def test_promtool_check_rules_accepts_the_rendered_rules(
 
 
 def test_promtool_unit_tests_pass(default_render: Rendered, tmp_path: Path) -> None:
-    promtool = require_binary("promtool")
     write_rules(default_render, tmp_path)
-    shutil.copy(ALERT_TESTS, tmp_path / ALERT_TESTS.name)
-    done = subprocess.run(
-        [promtool, "test", "rules", ALERT_TESTS.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = promtool_test_rules(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -86,20 +84,12 @@ def test_promtool_tests_fail_when_an_expectation_is_wrong(
     default_render: Rendered, tmp_path: Path
 ) -> None:
     """The unit tests can fail: a threshold change is caught."""
-    promtool = require_binary("promtool")
-    rule = default_render.one("PrometheusRule")
-    for group in rule["spec"]["groups"]:
+    groups = copy.deepcopy(default_render.one("PrometheusRule")["spec"]["groups"])
+    for group in groups:
         for r in group["rules"]:
             if r.get("alert") == "InferenceErrorRatioHigh":
                 r["expr"] = r["expr"].replace("> 0.05", "> 0.2")
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    shutil.copy(ALERT_TESTS, tmp_path / ALERT_TESTS.name)
-    done = subprocess.run(
-        [promtool, "test", "rules", ALERT_TESTS.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    write_rule_groups(groups, tmp_path)
+    done = promtool_test_rules(tmp_path)
     assert done.returncode != 0
     assert "InferenceErrorRatioHigh" in done.stdout + done.stderr
