@@ -35,7 +35,15 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tests.support import PYTHON, REPO_ROOT, Process, free_port, running_mlflow, start_process
+from tests.support import (
+    PYTHON,
+    REPO_ROOT,
+    Process,
+    free_port,
+    last_json,
+    running_mlflow,
+    start_process,
+)
 
 SERVED = "breast-cancer"
 MODELS = (("logreg", "logreg"), ("forest", "random_forest"))
@@ -244,7 +252,7 @@ def register(tracking_uri: str, label: str, family: str) -> dict[str, Any]:
         cwd=REPO_ROOT,
         check=False,
     )
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary = last_json(done.stdout)
     if summary.get("status") != "registered":
         raise RuntimeError(f"training {family} did not register:\n{done.stdout}\n{done.stderr}")
     version = summary["version"]

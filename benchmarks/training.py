@@ -5,14 +5,13 @@ a 2-core machine."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from tests.support import PYTHON, REPO_ROOT, running_mlflow
+from tests.support import PYTHON, REPO_ROOT, last_json, running_mlflow
 
 RUNS = (
     ("smoke", ["--smoke"], 20.0),
@@ -34,7 +33,7 @@ def main() -> None:
                 check=False,
             )
             wall = time.monotonic() - started
-            summary = json.loads(done.stdout.strip().splitlines()[-1])
+            summary = last_json(done.stdout)
             auc = summary.get("metrics", {}).get("cv_roc_auc_mean", float("nan"))
             print(
                 f"{label:<16}{wall:>8.1f}{target:>10.0f}  "

@@ -6,6 +6,7 @@ nothing waits with a bare sleep, everything polls with a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -164,3 +166,9 @@ def running_mlflow(
         yield MlflowServer(url=url, port=port, process=process, root=root)
     finally:
         process.stop()
+
+
+def last_json(output: str) -> dict[str, Any]:
+    """The JSON object on the last line of a command's output (what the project's
+    commands print last: a summary, an answer)."""
+    return dict(json.loads(output.strip().splitlines()[-1]))

@@ -3,7 +3,6 @@ PostgreSQL; the training package registers a model through it, as the Job does."
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from tests.support import (
     Process,
     free_port,
     http_ok,
+    last_json,
     require_binary,
     start_process,
     wait_until,
@@ -103,7 +103,7 @@ def train_through(rendered: Rendered, url: str) -> dict[str, Any]:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    summary: dict[str, Any] = last_json(done.stdout)
     return summary
 
 

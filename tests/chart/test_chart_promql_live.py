@@ -21,6 +21,7 @@ from tests.support import (
     MlflowServer,
     free_port,
     http_ok,
+    last_json,
     require_binary,
     running_mlflow,
     start_process,
@@ -248,7 +249,7 @@ def test_the_smoke_request_script_gets_both_rows_right(predictor: Predictor) -> 
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    answer = last_json(done.stdout)
     outputs = {output["name"]: output["data"] for output in answer["outputs"]}
     # Row 0 of the data set is malignant, row 19 benign; the champion gets both right.
     assert outputs["class_name"] == ["malignant", "benign"]

@@ -4,7 +4,6 @@ loading that model, turning ready and answering a V2 request. Run by `make image
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from tests.support import (
     Process,
     free_port,
     http_ok,
+    last_json,
     start_process,
     wait_until,
 )
@@ -126,7 +126,7 @@ def trained(image_root: ImageRoot, image_mlflow: str, chart: Rendered) -> dict[s
     env.update(MLFLOW_TRACKING_URI=image_mlflow, SMOKE="true", LATENCY_MARGIN="0")
     done = run_in_image(image_root, container["command"], env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    summary: dict[str, Any] = last_json(done.stdout)
     return summary
 
 
@@ -186,7 +186,7 @@ def test_the_predictor_from_the_image_turns_ready_and_answers_v2(
         check=False,
     )
     assert done.returncode == 0, done.stderr + process.log()[-3000:]
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    answer = last_json(done.stdout)
     outputs = {output["name"]: output["data"] for output in answer["outputs"]}
     assert outputs["class_name"] == ["malignant", "benign"]
     assert answer["model_version"] == "1"

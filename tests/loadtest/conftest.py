@@ -4,7 +4,6 @@ that answers nothing but errors (its alias does not exist: alive, never ready, 5
 
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.loadtest.helpers import Predictor, Registered, start_predictor, wait_ready
-from tests.support import PYTHON, REPO_ROOT, MlflowServer
+from tests.support import PYTHON, REPO_ROOT, MlflowServer, last_json
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,7 @@ def registered(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFac
     )
     (tmp_path_factory.mktemp("train") / "train.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, f"training failed:\n{result.stdout}\n{result.stderr}"
-    first = json.loads(result.stdout.strip().splitlines()[-1])["version"]
+    first = last_json(result.stdout)["version"]
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     second = client.copy_model_version(f"models:/{name}/{first}", name).version
     return Registered(mlflow_server.url, name, (str(first), str(second)))

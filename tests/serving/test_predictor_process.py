@@ -28,6 +28,7 @@ from tests.support import (
     Process,
     free_port,
     http_ok,
+    last_json,
     mlflow_server_args,
     start_process,
     wait_until,
@@ -135,7 +136,7 @@ def register_with_training(server: MlflowServer, name: str, log: Path) -> Regist
     )
     log.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, f"training failed:\n{result.stdout}\n{result.stderr}"
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = last_json(result.stdout)
     assert summary["status"] == "registered" and "champion" in summary["aliases_set"]
     return Registered(server, name, str(summary["version"]), summary["run_id"])
 

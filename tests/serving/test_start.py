@@ -16,7 +16,7 @@ from serving.errors import RegistryUnavailable
 from serving.model import RegistryModel
 from serving.registry import Prefetch, parse_model_uri
 from tests.serving.conftest import Data, save_mlflow_model, serving_settings
-from tests.support import PYTHON, REPO_ROOT, free_port
+from tests.support import PYTHON, REPO_ROOT, free_port, last_json
 
 
 def unreachable() -> str:
@@ -182,7 +182,7 @@ def predictor_process(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = last_json(done.stdout)
     return result
 
 

@@ -17,7 +17,6 @@ The versions:
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ from tests.support import (
     Process,
     free_port,
     http_ok,
+    last_json,
     require_binary,
     start_process,
     wait_until,
@@ -118,7 +118,7 @@ def world(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     for role, job in jobs.items():
         out, err = job.communicate(timeout=600)
         assert job.returncode == 0, f"training {role} failed:\n{err[-3000:]}"
-        versions[role] = str(json.loads(out.strip().splitlines()[-1])["version"])
+        versions[role] = str(last_json(out)["version"])
     with ExitStack() as stack:
         predictors: dict[str, str] = {}
         processes: dict[str, Process] = {}
@@ -260,7 +260,7 @@ def analyze(
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
-    return code, json.loads(out.strip().splitlines()[-1]), out
+    return code, last_json(out), out
 
 
 def statuses(report: dict[str, Any]) -> dict[str, str]:

@@ -31,7 +31,7 @@ from tests.serving.rollout.fake_prometheus import (
     VersionNumbers,
 )
 from tests.serving.rollout.helpers import NAMESPACE, TOKEN, RegistryModel, isvc_path
-from tests.support import REPO_ROOT, wait_until
+from tests.support import REPO_ROOT, last_json, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,10 +67,6 @@ def cli(
         return code, capsys.readouterr().out
 
     return run
-
-
-def last_json(out: str) -> dict[str, Any]:
-    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def containers_serving(obj: dict[str, Any], uri: str) -> list[dict[str, Any]]:
