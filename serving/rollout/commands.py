@@ -170,7 +170,7 @@ class Rollout:
         return ExitCode.OK
 
     def _resolve_start(self, state: RolloutState, version: str | None = None) -> str:
-        version = version or self.registry.resolve(self.settings.version_ref or "")
+        version = version or self.registry.resolve(self.settings.version_ref or "", state.aliases)
         tags = self.registry.version_tags(version)
         check_can_start(state, version, tags, self.settings.allow_rejected)
         return version
@@ -295,7 +295,7 @@ class Rollout:
         obj, state = self.read_state()
         schedule = self.settings.schedule
         already_at: int | None = None
-        version = self.registry.resolve(self.settings.version_ref or "")
+        version = self.registry.resolve(self.settings.version_ref or "", state.aliases)
         if state.canary_running and state.spec_version == version:
             already_at = state.isvc.canary_percent  # adopt the canary `start` began
             logger.info("adopting the running canary of version %s at %s %%", version, already_at)

@@ -7,6 +7,7 @@ seconds, and `analyze` with explicit version numbers never needs it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,25 +82,21 @@ class Registry:
             ) from e
         return {str(k): str(v) for k, v in (model.aliases or {}).items()}
 
-    def alias_version(self, alias: str) -> str | None:
-        return self.aliases().get(alias.lstrip("@"))
-
-    def resolve(self, ref: str) -> str:
-        """A version number for `ref` (a number, `alias` or `@alias`), checked to exist."""
+    def resolve(self, ref: str, aliases: Mapping[str, str] | None = None) -> str:
+        """A version number for `ref` (a number, `alias` or `@alias`), checked to exist.
+        `aliases`, when the caller read them already, saves reading them again."""
         if is_version_number(ref):
-            self.require_version(ref)
+            self.version_tags(ref)  # refuses a version that does not exist
             return ref
         alias = ref.lstrip("@")
-        version = self.alias_version(alias)
+        known = self.aliases() if aliases is None else aliases
+        version = known.get(alias)
         if version is None:
-            known = ", ".join(f"@{k}={v}" for k, v in sorted(self.aliases().items())) or "none"
+            listed = ", ".join(f"@{k}={v}" for k, v in sorted(known.items())) or "none"
             raise RefusedError(
-                f"model {self.model_name!r} has no alias @{alias} (aliases: {known})"
+                f"model {self.model_name!r} has no alias @{alias} (aliases: {listed})"
             )
         return version
-
-    def require_version(self, version: str) -> None:
-        self.version_tags(version)
 
     def version_tags(self, version: str) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
