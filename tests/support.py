@@ -168,6 +168,34 @@ def running_mlflow(
         process.stop()
 
 
+@contextmanager
+def running_prometheus(folder: Path, config: dict[str, Any]) -> Iterator[str]:
+    """Start a real `prometheus` with `config` (its files in `folder`), wait until it is
+    ready, stop it on exit; yields its URL."""
+    import yaml
+
+    binary = require_binary("prometheus")
+    config_path = folder / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = start_process(
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={folder / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        folder / "prometheus.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{url}/-/ready") or not process.alive(), 60, "prometheus")
+        assert process.alive(), process.log()
+        yield url
+    finally:
+        process.stop()
+
+
 def last_json(output: str) -> dict[str, Any]:
     """The JSON object on the last line of a command's output (what the project's
     commands print last: a summary, an answer)."""

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from tests.chart.render import NAMESPACE, Rendered, write_rules
 from tests.support import (
@@ -22,8 +21,8 @@ from tests.support import (
     free_port,
     http_ok,
     last_json,
-    require_binary,
     running_mlflow,
+    running_prometheus,
     start_process,
     wait_until,
 )
@@ -91,7 +90,6 @@ def prometheus(
     The target gets the labels the PodMonitor's target would have in the cluster (job
     `<namespace>/<PodMonitor>`, namespace, pod), so the rules select it as they would.
     """
-    binary = require_binary("prometheus")
     folder = tmp_path_factory.mktemp("prometheus")
     rules = write_rules(default_render, folder)
     monitor = default_render.one("PodMonitor", "-predictor")["metadata"]["name"]
@@ -111,20 +109,8 @@ def prometheus(
             }
         ],
     }
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = start_process(
-        [binary, f"--config.file={folder / 'prometheus.yml'}",
-         f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        folder / "prometheus.log",
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: http_ok(f"{url}/-/ready") or not process.alive(), 60, "prometheus")
-        assert process.alive(), process.log()
+    with running_prometheus(folder, config) as url:
         yield url
-    finally:
-        process.stop()
 
 
 def query(prometheus: str, expr: str) -> list[dict[str, Any]]:

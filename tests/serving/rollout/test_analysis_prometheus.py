@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-import yaml
 from sklearn.datasets import load_breast_cancer
 
 from serving.rollout import queries
@@ -43,6 +42,7 @@ from tests.support import (
     http_ok,
     last_json,
     require_binary,
+    running_prometheus,
     start_process,
     wait_until,
 )
@@ -110,7 +110,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    prometheus = require_binary("prometheus")
+    require_binary("prometheus")  # before training, not after it
     folder = tmp_path_factory.mktemp("analysis")
     # Training runs in parallel (own experiments); the versions come from their summaries.
     jobs = {role: train(mlflow_server, role, folder) for role in ROLES}
@@ -144,11 +144,11 @@ def world(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
                 f"the {role} predictor",
             )
             assert processes[role].alive(), processes[role].log()
-        prometheus_url = start_prometheus(prometheus, folder, list(predictors.values()), stack)
+        prometheus_url = start_prometheus(folder, list(predictors.values()), stack)
         yield World(prometheus_url, mlflow_server.url, versions, predictors)
 
 
-def start_prometheus(binary: str, folder: Path, targets: list[str], stack: ExitStack) -> str:
+def start_prometheus(folder: Path, targets: list[str], stack: ExitStack) -> str:
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
@@ -158,22 +158,7 @@ def start_prometheus(binary: str, folder: Path, targets: list[str], stack: ExitS
             }
         ],
     }
-    config_path = folder / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = start_process(
-        [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={folder / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        folder / "prometheus.log",
-    )
-    stack.callback(process.stop)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_ok(f"{url}/-/ready") or not process.alive(), 60, "prometheus")
-    assert process.alive(), process.log()
+    url = stack.enter_context(running_prometheus(folder, config))
 
     def all_up() -> bool:
         active = requests.get(f"{url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
