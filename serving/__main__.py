@@ -128,7 +128,10 @@ def start_up(argv: list[str] | None) -> tuple[PredictorServer, RegistryModel]:
 
 def main(argv: list[str] | None = None) -> int:
     # Starting imports some 2,300 modules whose objects live as long as the process:
-    # collecting cycles among them meanwhile frees nothing and costs a tenth of the start.
+    # collecting cycles among them meanwhile frees nothing (about a thousand objects of
+    # 330,000) and costs a tenth of the start. Once imported, they are frozen rather than
+    # collected: the first collection after `gc.enable()` would walk all of them, about
+    # 0.2 s of CPU between the imports and ready.
     gc.disable()
     try:
         server, model = start_up(argv)
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("configuration error: %s", e)
         return 2
     finally:
+        gc.freeze()
         gc.enable()
     server.start([model])
     return 0

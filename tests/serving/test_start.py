@@ -110,12 +110,17 @@ def test_a_configuration_error_gives_up_the_prefetch_and_exits_2(
     monkeypatch.setattr(entry, "prepare_process", lambda: None)
     argv = ["--model_uri", "models:/bc/1", "--tracking_uri", unreachable(), "--workers", "2"]
 
-    assert entry.main(argv) == 2
+    try:
+        assert entry.main(argv) == 2
+    finally:
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()  # main() froze this test process's objects, as it does the predictor's
 
     assert len(started) == 1
     assert not Path(started[0].folder.name).exists()
     assert started[0].process.process.poll() is not None
     assert gc.isenabled()
+    assert frozen > 0
 
 
 # In a fresh interpreter, as `python -m serving` prepares itself: what it imports, and
