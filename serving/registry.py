@@ -277,7 +277,7 @@ def fetch_main() -> int:
     gc.disable()  # a short-lived process: collecting while MLflow imports frees nothing
     from serving import lean_imports
 
-    lean_imports.install()  # MLflow imports pandas, which would import pyarrow
+    lean_imports.install(placeholders=False)  # MLflow's pandas would import pyarrow
     request = json.loads(os.environ[REQUEST_VARIABLE])
     try:
         fetched = fetch(

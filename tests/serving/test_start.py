@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from serving import __main__ as entry
@@ -17,6 +18,7 @@ from serving.model import RegistryModel
 from serving.registry import Prefetch, parse_model_uri
 from tests.serving.conftest import Data, save_mlflow_model, serving_settings
 from tests.support import PYTHON, REPO_ROOT, free_port, last_json
+from training.model_format import load_estimator
 
 
 def unreachable() -> str:
@@ -131,26 +133,33 @@ from serving.__main__ import prepare_process
 prepare_process()
 from serving.loader import preload
 preload()
-import kserve, skops.io._trusted_types as trusted
+import kserve, numpy, pandas, skops.io._trusted_types as trusted
 from serving.errors import InvalidModel
 from serving.loader import load_model_dir
-loads = {}
+rows = numpy.load(sys.argv[2])
+loads, probabilities = {}, {}
 for name, folder in json.loads(sys.argv[1]).items():
     try:
-        load_model_dir(__import__("pathlib").Path(folder), "1", "r", "models:/bc/1")
+        model = load_model_dir(__import__("pathlib").Path(folder), "1", "r", "models:/bc/1")
         loads[name] = "loaded"
+        probabilities[name] = model.predict(rows).probabilities.tolist()
     except InvalidModel as e:
         loads[name] = e.message
-try:
-    kserve.KServeClient()
-    client = "created"
-except RuntimeError as e:
-    client = str(e)
+def refused(create):
+    try:
+        create()
+        return "created"
+    except (RuntimeError, AttributeError) as e:
+        return str(e)
 print(json.dumps({
     "loads": loads,
+    "probabilities": probabilities,
     "default_estimators": len(trusted.SKLEARN_ESTIMATOR_TYPE_NAMES),
     "modules": sorted({m.partition(".")[0] for m in sys.modules}),
-    "client": client,
+    "client": refused(kserve.KServeClient),
+    "dataframe": refused(lambda: pandas.DataFrame(rows)),
+    "read_csv": refused(lambda: pandas.read_csv),
+    "pandas_file": getattr(pandas, "__file__", None),
 }))
 """
 
@@ -178,8 +187,10 @@ def predictor_process(
             save_mlflow_model(neighbours, root / "neighbours", serving_data, "skops", declared)
         ),
     }
+    rows = root / "rows.npy"
+    np.save(rows, x[:50])
     done = subprocess.run(
-        [PYTHON, "-c", PREDICTOR_PROCESS, json.dumps(folders)],
+        [PYTHON, "-c", PREDICTOR_PROCESS, json.dumps(folders), str(rows)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -188,6 +199,11 @@ def predictor_process(
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = last_json(done.stdout)
+    result["expected"] = {
+        "logreg": load_estimator(serving_saved_models["logreg"]).predict_proba(x[:50]),
+        "forest": load_estimator(serving_saved_models["forest"]).predict_proba(x[:50]),
+        "boosting": boosting.predict_proba(x[:50]),
+    }
     return result
 
 
@@ -216,6 +232,19 @@ def test_the_predictor_leaves_out_what_it_never_runs(predictor_process: dict[str
     assert predictor_process["client"] == (
         "kserve.api.kserve_client.KServeClient is left out of the predictor process"
     )
+    # pandas is a stand-in: no file behind it, and what KServe would call fails loudly.
+    assert predictor_process["pandas_file"] is None
+    assert predictor_process["dataframe"] == "pandas.DataFrame is left out of the predictor process"
+    assert predictor_process["read_csv"] == "pandas.read_csv is left out of the predictor process"
+
+
+def test_the_predictor_predicts_without_pandas_as_a_normal_process_does(
+    predictor_process: dict[str, Any],
+) -> None:
+    for family, expected in predictor_process["expected"].items():
+        np.testing.assert_allclose(
+            predictor_process["probabilities"][family], expected, rtol=0, atol=1e-12
+        )
 
 
 def test_the_allow_list_names_real_classes_as_skops_names_them() -> None:
