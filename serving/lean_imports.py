@@ -15,9 +15,9 @@ from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
-# pandas, which KServe and scikit-learn import, loads pyarrow whenever it is installed
-# (MLflow installs it): about 35 MB resident per replica for a library the predictor
-# never calls. pandas (like scikit-learn's dataframe checks) carries on without it.
+# pandas loads pyarrow whenever it is installed (MLflow installs it): about 35 MB
+# resident, and 0.2 s, for a library neither process calls. In the registry child MLflow
+# imports the real pandas, which carries on without it.
 NOT_INSTALLED = ("pyarrow",)
 
 # Stand-ins for modules imported at the top of packages the predictor uses, for code
