@@ -306,6 +306,7 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
         access_log: bool = False,
         grace_period: int = 30,
         timeout_keep_alive: int = 65,
+        event_loop: str = "auto",
     ) -> None:
         self.model = model
         self.max_body_bytes = max_body_bytes
@@ -326,6 +327,7 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
             workers=1,
             grace_period=grace_period,
             timeout_keep_alive=timeout_keep_alive,
+            event_loop=event_loop,
         )
         if not access_log:
             # What uvicorn does for access_log=False (KServe gives it no such option): a

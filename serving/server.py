@@ -71,6 +71,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
             access_log=self.settings.access_log,
             grace_period=self.grace_period,
             timeout_keep_alive=self.settings.timeout_keep_alive,
+            event_loop=self.settings.event_loop,
         )
 
     def start(self, models: list[Any]) -> None:
@@ -94,9 +95,18 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
             self.servers.append(self._grpc_server.start(self.max_threads))
         # A daemon thread: a load waiting out a backoff must not hold up shutdown.
         threading.Thread(target=self._load, args=(model,), name="model-loader", daemon=True).start()
-        self.setup_event_loop()
         self.register_signal_handler()
-        asyncio.run(self._serve())
+        # KServe's own start runs `asyncio.run`, so its `--event-loop` (default: uvloop
+        # where installed) never applies, and `setup_event_loop()` configures a loop
+        # that is then not the one running. Here the loop is the one the flag names.
+        with asyncio.Runner(loop_factory=self._rest_server.config.get_loop_factory()) as runner:
+            runner.run(self._serve())
+
+    async def _serve(self) -> None:
+        self.setup_event_loop()  # KServe's exception handler and executor, on this loop
+        loop = type(asyncio.get_running_loop())
+        logger.info("event loop: %s.%s", loop.__module__, loop.__qualname__)
+        await super()._serve()
 
     @staticmethod
     def _load(model: RegistryModel) -> None:

@@ -45,6 +45,8 @@ class Settings:
     """Timeout of one call to the registry (`REGISTRY_TIMEOUT_SECONDS`)."""
     timeout_keep_alive: int = 65
     grace_period: int = 30
+    event_loop: str = "auto"
+    """KServe's `--event-loop`: `auto` (uvloop where installed), `asyncio` or `uvloop`."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -173,4 +175,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         load_retry_max_seconds=args.load_retry_max_seconds,
         registry_timeout_seconds=args.registry_timeout_seconds,
         timeout_keep_alive=args.timeout_keep_alive,
+        event_loop=args.event_loop,
     )

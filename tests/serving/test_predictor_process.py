@@ -165,7 +165,9 @@ class Predictor:
         return http_ok(self.http + "/v2/health/ready")
 
 
-def start_predictor(model_uri: str, tracking_uri: str, log: Path) -> Predictor:
+def start_predictor(
+    model_uri: str, tracking_uri: str, log: Path, flags: tuple[str, ...] = ()
+) -> Predictor:
     http_port, grpc_port = free_port(), free_port()
     process = start_process(
         [
@@ -178,6 +180,7 @@ def start_predictor(model_uri: str, tracking_uri: str, log: Path) -> Predictor:
             str(http_port),
             "--grpc_port",
             str(grpc_port),
+            *flags,
         ],
         log,
         env={
@@ -323,9 +326,8 @@ def test_v2_rest_with_kserve_client_returns_the_registered_version(
     assert by_name["probabilities"].as_numpy().shape == (2, 2)
 
 
-def test_v2_grpc_with_kserve_client_returns_the_registered_version(
-    predictor: Predictor, registered: Registered
-) -> None:
+def grpc_infer(predictor: Predictor) -> Any:
+    """ROWS through KServe's gRPC client, once the server and model say they are ready."""
     from kserve import InferenceGRPCClient
     from kserve.protocol.infer_type import InferInput, InferRequest
 
@@ -337,11 +339,43 @@ def test_v2_grpc_with_kserve_client_returns_the_registered_version(
             assert await client.is_model_ready(SERVED_NAME)
             return await client.infer(InferRequest(SERVED_NAME, [tensor], request_id="it-1"))
 
-    response = asyncio.run(call())
+    return asyncio.run(call())
+
+
+def test_v2_grpc_with_kserve_client_returns_the_registered_version(
+    predictor: Predictor, registered: Registered
+) -> None:
+    response = grpc_infer(predictor)
 
     assert (response.model_version, response.id) == (registered.version, "it-1")
     labels = {o.name: o for o in response.outputs}["label"]
     assert labels.as_numpy().tolist() == [0, 1]
+
+
+def test_the_predictor_runs_on_asyncio_s_loop_by_default(predictor: Predictor) -> None:
+    assert "event loop: asyncio.unix_events._UnixSelectorEventLoop" in predictor.process.log()
+
+
+def test_on_uvloop_when_asked_the_predictor_serves_rest_and_grpc(
+    registered: Registered, tmp_path: Path
+) -> None:
+    predictor = start_predictor(
+        f"models:/{registered.name}@champion",
+        registered.server.url,
+        tmp_path / "p.log",
+        flags=("--event-loop", "uvloop"),
+    )
+    try:
+        wait_until(
+            lambda: predictor.ready() or not predictor.process.alive(), 120, "the predictor ready"
+        )
+        assert "event loop: uvloop.Loop" in predictor.process.log()
+        response = predictor.post(f"/v2/models/{SERVED_NAME}/infer", json=infer_body(ROWS))
+        assert response.status_code == 200
+        assert response.json()["model_version"] == registered.version
+        assert grpc_infer(predictor).model_version == registered.version
+    finally:
+        predictor.process.stop()
 
 
 def test_metadata_names_the_version_and_run(predictor: Predictor, registered: Registered) -> None:

@@ -96,6 +96,22 @@ def test_flags_win_over_the_environment_and_kserve_flags_are_kept() -> None:
     assert (settings.http_port, settings.grpc_port) == (9000, 9001)
 
 
+def test_the_predictor_runs_asyncio_s_loop_unless_told_otherwise() -> None:
+    from kserve import model_server
+
+    from serving.__main__ import build_parser
+
+    required = ["--model_uri", "models:/x/1", "--tracking_uri", "http://m:5000"]
+    parser = build_parser()
+
+    def loop(*flags: str) -> str:
+        return settings_from_args(parser.parse_args([*required, *flags])).event_loop
+
+    assert loop() == "asyncio"
+    assert loop("--event-loop", "uvloop") == "uvloop"
+    assert model_server.parser.parse_args([]).event_loop == "auto"  # KServe's own is untouched
+
+
 def test_the_served_name_defaults_to_breast_cancer() -> None:
     settings = parse([], {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m:5000"})
 
