@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class LoadedModel:
         self.model_uri = model_uri
         """The concrete `models:/NAME/VERSION` this was loaded from."""
         self.load_seconds = load_seconds
-        self._predict_proba = estimator.predict_proba
+        self._predict_proba = predict_proba_of(estimator)
         self._names = spec.class_names
         self._configured = threading.local()
 
@@ -60,6 +61,30 @@ class LoadedModel:
         labels = probabilities.argmax(axis=1)
         names = self._names
         return Prediction(labels, probabilities, [names[i] for i in labels.tolist()])
+
+
+def predict_proba_of(estimator: Any) -> Callable[[Any], Any]:
+    """The estimator's `predict_proba`; for a Pipeline, its steps called in turn, as
+    `Pipeline.predict_proba` does without metadata routing. The Pipeline's own checks
+    on each call (is its last step fitted, is routing on) cost 50-70 µs here, some 6 %
+    of a request; the loaded pipeline is fitted, and routing is never on here."""
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(estimator, Pipeline):
+        return estimator.predict_proba  # type: ignore[no-any-return]
+    transforms = [step.transform for _, step in estimator.steps[:-1] if step not in SKIPPED]
+    final = estimator.steps[-1][1].predict_proba
+
+    def predict_proba(rows: Any) -> Any:
+        for transform in transforms:
+            rows = transform(rows)
+        return final(rows)
+
+    return predict_proba
+
+
+SKIPPED = (None, "passthrough")
+"""What a Pipeline step may be instead of an estimator."""
 
 
 def _skip_repeated_checks() -> None:

@@ -34,10 +34,27 @@ def test_a_saved_model_predicts_like_its_estimator(
 
     expected = reference.predict_proba(rows)
     assert prediction.probabilities.dtype == np.float64
-    np.testing.assert_allclose(prediction.probabilities, expected)
+    # The same scikit-learn calls, to the bit (a Pipeline's steps are called directly).
+    np.testing.assert_array_equal(prediction.probabilities, expected)
     np.testing.assert_array_equal(prediction.labels, expected.argmax(axis=1))
     assert prediction.class_names == [["malignant", "benign"][i] for i in expected.argmax(axis=1)]
     assert (loaded.version, loaded.run_id, loaded.model_uri) == ("3", "r", "models:/bc/3")
+
+
+def test_a_pipeline_predicts_through_its_steps_skipping_passthrough(serving_data: Data) -> None:
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    from serving.loader import predict_proba_of
+
+    pipeline = Pipeline(
+        [("minmax", MinMaxScaler()), ("none", "passthrough"), ("model", scaled_logreg())]
+    ).fit(serving_data.x, serving_data.y)
+    rows = serving_data.x[:7]
+
+    np.testing.assert_array_equal(predict_proba_of(pipeline)(rows), pipeline.predict_proba(rows))
+    # The min-max step counts: the last step (itself a pipeline) alone answers otherwise.
+    assert not np.array_equal(predict_proba_of(pipeline[-1])(rows), pipeline.predict_proba(rows))
 
 
 def test_a_pickled_model_is_refused(serving_data: Data, tmp_path: Path) -> None:
