@@ -57,6 +57,55 @@ def test_a_pipeline_predicts_through_its_steps_skipping_passthrough(serving_data
     assert not np.array_equal(predict_proba_of(pipeline[-1])(rows), pipeline.predict_proba(rows))
 
 
+def test_ndarray_first_answers_for_arrays_and_asks_about_anything_else() -> None:
+    import pandas as pd
+    from narwhals.stable.v2 import dependencies
+
+    from serving.loader import ndarray_first
+
+    asked: list[Any] = []
+
+    def is_into_dataframe(obj: Any) -> bool:
+        asked.append(obj)
+        return bool(dependencies.is_into_dataframe(obj))
+
+    check = ndarray_first(is_into_dataframe)
+    frame = pd.DataFrame({"a": [1.0]})
+    masked = np.ma.zeros((1, 2))  # an ndarray subclass: asked, not assumed
+
+    assert check(np.zeros((2, 30))) is False
+    assert asked == []
+    assert check(frame) is True
+    assert check([[1.0, 2.0]]) is False
+    assert check(masked) is False
+    assert len(asked) == 3 and asked[0] is frame and asked[2] is masked
+
+
+def test_answering_arrays_first_is_installed_once_and_keeps_scikit_learn_s_answers(
+    monkeypatch: pytest.MonkeyPatch, serving_data: Data
+) -> None:
+    import pandas as pd
+    from narwhals.stable.v2 import dependencies
+
+    from serving.loader import answer_ndarrays_first
+
+    originals = {n: getattr(dependencies, n) for n in ("is_into_dataframe", "is_into_series")}
+    for name, check in originals.items():
+        monkeypatch.setattr(dependencies, name, check)  # restored after the test
+    model = scaled_logreg().fit(serving_data.x, serving_data.y)
+    frame = pd.DataFrame(serving_data.x[:3], columns=serving_data.feature_names)
+    before = model.predict_proba(serving_data.x[:3])
+
+    answer_ndarrays_first()
+    installed = {n: getattr(dependencies, n) for n in originals}
+    answer_ndarrays_first()
+
+    assert {n: getattr(dependencies, n) for n in originals} == installed
+    assert all(installed[n] is not originals[n] for n in originals)
+    assert dependencies.is_into_dataframe(frame) and dependencies.is_into_series(frame.iloc[:, 0])
+    np.testing.assert_array_equal(model.predict_proba(serving_data.x[:3]), before)
+
+
 def test_a_pickled_model_is_refused(serving_data: Data, tmp_path: Path) -> None:
     estimator = scaled_logreg().fit(serving_data.x, serving_data.y)
     folder = save_mlflow_model(estimator, tmp_path / "m", serving_data, "cloudpickle")

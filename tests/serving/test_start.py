@@ -134,6 +134,7 @@ prepare_process()
 from serving.loader import preload
 preload()
 import kserve, numpy, pandas, skops.io._trusted_types as trusted
+from narwhals.stable.v2 import dependencies
 from serving.errors import InvalidModel
 from serving.loader import load_model_dir
 rows = numpy.load(sys.argv[2])
@@ -160,6 +161,7 @@ print(json.dumps({
     "dataframe": refused(lambda: pandas.DataFrame(rows)),
     "read_csv": refused(lambda: pandas.read_csv),
     "pandas_file": getattr(pandas, "__file__", None),
+    "dataframe_check": dependencies.is_into_dataframe.__module__,
 }))
 """
 
@@ -238,9 +240,11 @@ def test_the_predictor_leaves_out_what_it_never_runs(predictor_process: dict[str
     assert predictor_process["read_csv"] == "pandas.read_csv is left out of the predictor process"
 
 
-def test_the_predictor_predicts_without_pandas_as_a_normal_process_does(
+def test_the_predictor_predicts_as_a_normal_process_does(
     predictor_process: dict[str, Any],
 ) -> None:
+    # Without pandas, and with scikit-learn's dataframe checks answered for arrays first.
+    assert predictor_process["dataframe_check"] == "serving.loader"
     for family, expected in predictor_process["expected"].items():
         np.testing.assert_allclose(
             predictor_process["probabilities"][family], expected, rtol=0, atol=1e-12
