@@ -315,11 +315,14 @@ def start_times(
     model: dict[str, Any], tracking_uri: str, pin: list[str], folder: Path, count: int
 ) -> dict[str, list[float]]:
     """Start → ready of the predictor (model from the registry), and of the minimal
-    kserve.Model and the bare starlette endpoint (model from local disk), taking turns
-    so all see the same machine."""
-    seconds: dict[str, list[float]] = {PREDICTOR: [], KSERVE: [], STARLETTE: []}
+    kserve.Model and the bare starlette endpoint (model from local disk), and the
+    predictor's imports alone, taking turns so all see the same machine."""
+    seconds: dict[str, list[float]] = {PREDICTOR: [], KSERVE: [], STARLETTE: [], IMPORTS: []}
     for _ in range(count):
         for kind, samples in seconds.items():
+            if kind == IMPORTS:
+                samples.append(import_seconds(pin))
+                continue
             server = start_server(kind, model, tracking_uri, pin, folder)
             server.process.stop()
             samples.append(server.ready_seconds)
@@ -336,20 +339,17 @@ IMPORTS_ONLY = (
 )
 
 
-def import_seconds(pin: list[str], count: int) -> list[float]:
-    seconds = []
-    for _ in range(count):
-        started = time.time()
-        done = subprocess.run(
-            [*pin, PYTHON, "-c", IMPORTS_ONLY],
-            check=True,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **ONE_THREAD},
-        )
-        seconds.append(float(done.stdout.split()[-1]) - started)
-    return seconds
+def import_seconds(pin: list[str]) -> float:
+    started = time.time()
+    done = subprocess.run(
+        [*pin, PYTHON, "-c", IMPORTS_ONLY],
+        check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ONE_THREAD},
+    )
+    return float(done.stdout.split()[-1]) - started
 
 
 # --- report ------------------------------------------------------------------------------
@@ -449,7 +449,6 @@ def main() -> None:
         starts = {}
         for placement, pin in (("both cores", []), ("pinned to one core", cores.server)):
             starts[placement] = start_times(models[0], mlflow.url, pin, folder, start_samples)
-            starts[placement][IMPORTS] = import_seconds(pin, start_samples)
             print(f"start → ready, {placement}:", starts[placement], flush=True)
 
         rows: list[Row] = []
