@@ -5,6 +5,7 @@ name in upper case, which is what the Helm chart sets."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ class Settings:
             )
         if self.registry_timeout_seconds <= 0:
             problems.append("REGISTRY_TIMEOUT_SECONDS must be positive")
+        if self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            # The image leaves uvloop out: asyncio's loop, the default, did better here.
+            problems.append("--event-loop uvloop: uvloop is not installed (asyncio needs nothing)")
         if problems:
             raise ConfigError("; ".join(problems))
 

@@ -112,6 +112,22 @@ def test_the_predictor_runs_asyncio_s_loop_unless_told_otherwise() -> None:
     assert model_server.parser.parse_args([]).event_loop == "auto"  # KServe's own is untouched
 
 
+def test_uvloop_asked_for_and_not_installed_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "uvloop" else found(name)
+    )
+    required = {"model_uri": "models:/x/1", "tracking_uri": "http://m:5000"}
+
+    with pytest.raises(ConfigError, match="--event-loop uvloop: uvloop is not installed"):
+        Settings(**required, event_loop="uvloop")
+    assert Settings(**required, event_loop="auto").event_loop == "auto"
+
+
 def test_the_served_name_defaults_to_breast_cancer() -> None:
     settings = parse([], {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m:5000"})
 
