@@ -19,7 +19,6 @@ ready < 3 s; resident memory < 250 MB after warm-up.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -31,7 +30,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
@@ -40,6 +38,7 @@ from tests.support import (
     REPO_ROOT,
     Process,
     free_port,
+    http_ok,
     last_json,
     running_mlflow,
     start_process,
@@ -161,27 +160,13 @@ class Server:
         return f"{self.url}/v2/models/{SERVED}/infer"
 
 
-def answers_200(url: str) -> bool:
-    """One GET with the standard library: polling every 10 ms with `requests` took a
-    sizeable share of a core on this 2-core machine, beside the server being timed."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=1)
-    try:
-        connection.request("GET", parts.path)
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
-
-
 def wait_ready(url: str, process: Process, timeout: float = 180) -> float:
     """Seconds until `url` answers 200, polled every 10 ms."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if not process.alive():
             raise RuntimeError(f"server exited:\n{process.log()[-3000:]}")
-        if answers_200(url):
+        if http_ok(url):  # the standard library's: cheap beside the server being timed
             return time.monotonic() - started
         time.sleep(0.01)
     raise TimeoutError(f"{url} not ready after {timeout}s:\n{process.log()[-3000:]}")

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+
+from demo.processes import http_ok
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -64,11 +65,10 @@ def wait_until(
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def http_ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+def wait_http_ok(process: Process, url: str, timeout: float, what: str) -> None:
+    """Wait until `url` answers 200; fail at once, with the log, if `process` exits first."""
+    wait_until(lambda: http_ok(url) or not process.alive(), timeout, what)
+    assert process.alive(), f"{what}: the process exited\n{process.log()}"
 
 
 @dataclass
@@ -156,13 +156,7 @@ def running_mlflow(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(
-            lambda: http_ok(f"{url}/health") or not process.alive(),
-            timeout,
-            f"mlflow server on {url}",
-        )
-        if not process.alive():
-            raise RuntimeError(f"mlflow server exited:\n{process.log()}")
+        wait_http_ok(process, f"{url}/health", timeout, f"mlflow server on {url}")
         yield MlflowServer(url=url, port=port, process=process, root=root)
     finally:
         process.stop()
@@ -189,8 +183,7 @@ def running_prometheus(folder: Path, config: dict[str, Any]) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(f"{url}/-/ready") or not process.alive(), 60, "prometheus")
-        assert process.alive(), process.log()
+        wait_http_ok(process, f"{url}/-/ready", 60, "prometheus")
         yield url
     finally:
         process.stop()

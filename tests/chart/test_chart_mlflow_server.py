@@ -24,11 +24,10 @@ from tests.support import (
     REPO_ROOT,
     Process,
     free_port,
-    http_ok,
     last_json,
     require_binary,
     start_process,
-    wait_until,
+    wait_http_ok,
 )
 
 pytestmark = [pytest.mark.chart, pytest.mark.integration]
@@ -64,8 +63,7 @@ def running_chart_mlflow(
     process = start_process(args, root / "mlflow.log", env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(f"{url}/health") or not process.alive(), 240, f"mlflow on {url}")
-        assert process.alive(), process.log()
+        wait_http_ok(process, f"{url}/health", 240, f"mlflow on {url}")
         yield ChartMlflow(url=url, process=process, data_dir=data_dir)
     finally:
         process.stop()

@@ -19,11 +19,11 @@ from tests.support import (
     REPO_ROOT,
     MlflowServer,
     free_port,
-    http_ok,
     last_json,
     running_mlflow,
     running_prometheus,
     start_process,
+    wait_http_ok,
     wait_until,
 )
 
@@ -70,12 +70,9 @@ def predictor(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(
-            lambda: http_ok(f"{url}/v2/models/{MODEL}/ready") or not process.alive(),
-            180,
-            "the predictor to load its model",
+        wait_http_ok(
+            process, f"{url}/v2/models/{MODEL}/ready", 180, "the predictor to load its model"
         )
-        assert process.alive(), process.log()
         yield Predictor(url=url, port=port)
     finally:
         process.stop()

@@ -20,6 +20,7 @@ from demo.processes import (
     PortBusy,
     Service,
     Supervisor,
+    http_ok,
     is_alive,
     session_members,
     session_pids,
@@ -140,3 +141,27 @@ def test_a_service_that_dies_while_starting_is_reported_with_its_log(
         supervisor.ensure(crash, timeout=30)
 
     assert "no model here" in str(raised.value)
+
+
+def test_http_ok_is_true_only_for_a_200() -> None:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/ready?probe=1" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert http_ok(f"{url}/ready?probe=1")
+        assert not http_ok(f"{url}/ready")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not http_ok(f"http://127.0.0.1:{free_port()}/ready")  # nothing listens

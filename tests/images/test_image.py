@@ -24,7 +24,7 @@ from tests.support import (
     http_ok,
     last_json,
     start_process,
-    wait_until,
+    wait_http_ok,
 )
 
 MODEL = "breast-cancer"
@@ -106,8 +106,7 @@ def image_mlflow(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(f"{url}/health") or not process.alive(), 180, "mlflow")
-        assert process.alive(), process.log()
+        wait_http_ok(process, f"{url}/health", 180, "mlflow")
         yield url
     finally:
         process.stop()
@@ -170,12 +169,12 @@ def test_the_predictor_from_the_image_turns_ready_and_answers_v2(
 ) -> None:
     url, process = image_predictor
     assert http_ok(f"{url}/v2/health/live") or process.alive()
-    wait_until(
-        lambda: http_ok(f"{url}/v2/models/{MODEL}/ready") or not process.alive(),
+    wait_http_ok(
+        process,
+        f"{url}/v2/models/{MODEL}/ready",
         180,
         "the predictor in the image to load the model",
     )
-    assert process.alive(), process.log()
     assert http_ok(f"{url}/v2/health/ready")
     done = subprocess.run(
         [PYTHON, "scripts/v2_request.py", "--url", url, "--model", MODEL],

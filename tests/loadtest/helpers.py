@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support import PYTHON, REPO_ROOT, Process, free_port, http_ok, start_process, wait_until
+from tests.support import PYTHON, REPO_ROOT, Process, free_port, start_process, wait_http_ok
 
 SERVED_NAME = "breast-cancer"
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
@@ -53,12 +53,7 @@ def start_predictor(model_uri: str, tracking_uri: str, log: Path) -> Predictor:
 
 
 def wait_ready(predictor: Predictor, path: str = "/v2/health/ready") -> None:
-    wait_until(
-        lambda: http_ok(predictor.url + path) or not predictor.process.alive(),
-        180,
-        f"{predictor.url}{path}",
-    )
-    assert predictor.process.alive(), predictor.process.log()
+    wait_http_ok(predictor.process, predictor.url + path, 180, f"{predictor.url}{path}")
 
 
 def run_locust(

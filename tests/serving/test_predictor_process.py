@@ -31,6 +31,7 @@ from tests.support import (
     last_json,
     mlflow_server_args,
     start_process,
+    wait_http_ok,
     wait_until,
 )
 
@@ -191,12 +192,7 @@ def start_predictor(
         },
     )
     predictor = Predictor(process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
-    wait_until(
-        lambda: http_ok(predictor.http + "/v2/health/live") or not process.alive(),
-        120,
-        "the predictor to listen",
-    )
-    assert process.alive(), process.log()
+    wait_http_ok(process, predictor.http + "/v2/health/live", 120, "the predictor to listen")
     return predictor
 
 
@@ -485,9 +481,7 @@ def test_a_predictor_started_during_a_registry_outage_turns_ready_when_it_return
         root = registered.server.root
         env = {"PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"}
         registry = start_process(mlflow_server_args(root, port), tmp_path / "mlflow.log", env=env)
-        wait_until(
-            lambda: http_ok(f"{url}/health") or not registry.alive(), 120, "mlflow on the port"
-        )
+        wait_http_ok(registry, f"{url}/health", 120, "mlflow on the port")
 
         wait_until(
             lambda: predictor.ready() or not predictor.process.alive(),

@@ -39,11 +39,11 @@ from tests.support import (
     MlflowServer,
     Process,
     free_port,
-    http_ok,
     last_json,
     require_binary,
     running_prometheus,
     start_process,
+    wait_http_ok,
     wait_until,
 )
 
@@ -136,14 +136,9 @@ def world(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
             processes[role] = process
             predictors[role] = f"http://127.0.0.1:{port}"
         for role, url in predictors.items():
-            wait_until(
-                lambda u=url, p=processes[role]: (
-                    http_ok(f"{u}/v2/models/{MODEL}/ready") or not p.alive()
-                ),
-                180,
-                f"the {role} predictor",
+            wait_http_ok(
+                processes[role], f"{url}/v2/models/{MODEL}/ready", 180, f"the {role} predictor"
             )
-            assert processes[role].alive(), processes[role].log()
         prometheus_url = start_prometheus(folder, list(predictors.values()), stack)
         yield World(prometheus_url, mlflow_server.url, versions, predictors)
 
