@@ -25,8 +25,10 @@ RUN --mount=type=secret,id=pipconf,target=/etc/pip.conf \
 print('\n'.join(p['dependencies'] + p['optional-dependencies']['server']))" > /tmp/requirements.txt \
  && /opt/venv/bin/pip install -r /tmp/requirements.txt
 COPY README.md ./
+COPY contract ./contract
 COPY training ./training
 COPY serving ./serving
+COPY rollout ./rollout
 RUN --mount=type=secret,id=pipconf,target=/etc/pip.conf \
     /opt/venv/bin/pip install --no-deps . \
  && /opt/venv/bin/pip check

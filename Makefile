@@ -114,7 +114,7 @@ loadtest: venv ## Headless locust against HOST (USERS, DURATION); CSV + HTML rep
 	@echo "report: $(LOADTEST_OUT)/report.html  CSV: $(LOADTEST_OUT)/locust_*.csv  summary: $(LOADTEST_OUT)/summary.json"
 
 ##@ Rollout (kind)
-# `python -m serving.rollout` reaches the cluster through your kubeconfig (kind sets the
+# `python -m rollout` reaches the cluster through your kubeconfig (kind sets the
 # current context), MLflow and Prometheus through URLs: port-forward both first (README,
 # "Canary rollouts"). Exit codes: 0 ok/pass/promoted, 1 fail/rolled back, 2 refused or
 # bad flags, 3 inconclusive, 4 Kubernetes/MLflow/Prometheus error, 5 rollback failed.
@@ -139,7 +139,7 @@ ROLLBACK_REASON ?= rolled back by the operator
 # Extra flags for every rollout command, e.g. --dry-run or --min-requests 200.
 ROLLOUT_ARGS ?=
 
-ROLLOUT := $(PY) -m serving.rollout
+ROLLOUT := $(PY) -m rollout
 ROLLOUT_WHERE = --model-name $(MODEL_NAME) --isvc $(ISVC_NAME) \
   --tracking-uri $(MLFLOW_URL) --prometheus-url $(PROMETHEUS_URL) \
   $(if $(ROLLOUT_NAMESPACE),--namespace $(ROLLOUT_NAMESPACE)) \

@@ -21,7 +21,7 @@ def load(model_dir: str) -> Any:
     # skops as a user imports it (with its default allow-list), before our loader would.
     import skops.io  # noqa: F401
 
-    from training.model_format import load_estimator
+    from contract.model_format import load_estimator
 
     return load_estimator(Path(model_dir))
 

@@ -396,19 +396,19 @@ class Demo:
     def analyze(self, stable: str, canary: str, started: float) -> None:
         s = self.s
         if not self.prometheus_bin:
-            self.say("    no Prometheus: skipping `python -m serving.rollout analyze`")
+            self.say("    no Prometheus: skipping `python -m rollout analyze`")
             return
         self.wait_for_scrapes_after(time.time())
         # The window covers the canary load test and a little before it.
         window = f"{int(time.time() - started) + 5}s"
         command = [
-            s.python, "-m", "serving.rollout", "analyze",
+            s.python, "-m", "rollout", "analyze",
             "--model-name", s.model_name, "--tracking-uri", s.mlflow_url,
             "--prometheus-url", s.prometheus_url,
             "--stable", stable, "--canary", canary,
             "--window", window, "--min-requests", str(s.min_requests),
         ]  # fmt: skip
-        self.say(f"    python -m serving.rollout {' '.join(command[3:])}")
+        self.say(f"    python -m rollout {' '.join(command[3:])}")
         result = subprocess.run(
             command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
         )

@@ -41,7 +41,7 @@ if [ "$result" -ne 0 ]; then
 fi
 cat <<NEXT
 $job registered a new version (the JSON line above). Next:
-  make canary          # roll it out behind a canary (python -m serving.rollout), or
+  make canary          # roll it out behind a canary (python -m rollout), or
   helm upgrade $RELEASE charts/mlops -n $NAMESPACE --reuse-values \\
     --set predictor.modelVersion=<version> --set predictor.canaryTrafficPercent=10
 NEXT

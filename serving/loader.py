@@ -1,5 +1,5 @@
 """Load a downloaded MLflow model natively: the estimator with *our* skops allow-list
-(`training.model_format.TRUSTED_TYPES`, never the list the file declares about
+(`contract.model_format.TRUSTED_TYPES`, never the list the file declares about
 itself), the V2 spec from its signature, and a warm-up call."""
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def preload() -> None:
     import scipy.special  # noqa: F401
     import yaml  # noqa: F401
 
-    from training.model_format import import_skops
+    from contract.model_format import import_skops
 
     import_skops()
     answer_ndarrays_first()
@@ -154,7 +154,7 @@ def read_mlmodel(model_dir: Path) -> dict[str, Any]:
 
 def load_model_dir(model_dir: Path, version: str, run_id: str, model_uri: str) -> LoadedModel:
     """Load the estimator and spec of a model folder; raise `InvalidModel` if it cannot serve."""
-    from training.model_format import TRUSTED_TYPES, UntrustedModel, load_estimator
+    from contract.model_format import TRUSTED_TYPES, UntrustedModel, load_estimator
 
     mlmodel = read_mlmodel(model_dir)
     try:

@@ -16,7 +16,8 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
-from training import model_format, registry
+from contract import model_format
+from training import registry
 from training.candidates import build_candidates
 from training.data import Dataset, load_dataset
 from training.errors import ConfigError

@@ -86,7 +86,7 @@ def load_registered_estimator(version: RegisteredVersion) -> Any:
     """Download a registered version and load its estimator natively (skops allow-list)."""
     import mlflow.artifacts
 
-    from training.model_format import load_estimator
+    from contract.model_format import load_estimator
 
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(artifact_uri=version.uri, dst_path=folder)

@@ -1,65 +1,21 @@
-"""`python -m serving.rollout COMMAND ...`: status, start, analyze, promote, rollback, auto.
-
-Exit codes (errors.ExitCode): 0 ok / pass / promoted, 1 fail / rolled back,
-2 usage error or refused, 3 inconclusive, 4 Kubernetes / MLflow / Prometheus error,
-5 rollback failed.
-"""
+"""`python -m serving.rollout`: the deprecated name of `python -m rollout`."""
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
-
-from serving.rollout.errors import RolloutError
-from serving.rollout.plan import Interrupted
-from serving.rollout.settings import build_parser, settings_from_args
-
-logger = logging.getLogger("serving.rollout")
+import warnings
 
 
-def _raise_interrupted(signum: int, _frame: Any) -> None:
-    raise Interrupted(f"signal {signum}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser(os.environ).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def main() -> int:
+    warnings.warn(
+        "`python -m serving.rollout` is deprecated and goes away in the next release: "
+        "run `python -m rollout` (same commands, flags and exit codes)",
+        FutureWarning,
+        stacklevel=1,
     )
-    for noisy in ("urllib3", "mlflow", "kubernetes"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # MLflow retries an unreachable server for minutes by default; a CLI should say so sooner.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    # SIGTERM (kill, a Job's deadline) rolls `auto` back like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    from rollout.__main__ import main as rollout_main
 
-    from serving.rollout.commands import Rollout
-
-    try:
-        settings = settings_from_args(args)
-        rollout = Rollout(settings)
-        run = {
-            "status": rollout.status,
-            "start": rollout.start,
-            "analyze": rollout.analyze,
-            "promote": rollout.promote,
-            "rollback": rollout.rollback,
-            "auto": rollout.auto,
-        }[settings.command]
-        return int(run())
-    except RolloutError as e:
-        logger.error("%s", e)
-        return int(e.exit_code)
-    except (KeyboardInterrupt, Interrupted):
-        logger.error("interrupted")
-        return 130
+    return rollout_main()
 
 
 if __name__ == "__main__":

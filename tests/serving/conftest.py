@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from contract import model_format
 from serving.registry import FetchedModel, parse_model_uri
 from serving.settings import Settings
-from training import model_format
 
 MODEL_NAME = "breast-cancer"
 VERSION = "3"

@@ -23,7 +23,7 @@ def test_a_saved_model_predicts_like_its_estimator(
 ) -> None:
     import skops.io
 
-    from training.model_format import TRUSTED_TYPES
+    from contract.model_format import TRUSTED_TYPES
 
     folder = serving_saved_models[family]
     reference = skops.io.load(folder / "model.skops", trusted=list(TRUSTED_TYPES))

@@ -103,7 +103,7 @@ def test_the_saved_breast_cancer_model_has_30_named_features(
 ) -> None:
     import skops.io
 
-    from training.model_format import TRUSTED_TYPES
+    from contract.model_format import TRUSTED_TYPES
 
     folder = serving_saved_models["logreg"]
     estimator = skops.io.load(folder / "model.skops", trusted=list(TRUSTED_TYPES))

@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from contract.model_format import load_estimator
 from serving import __main__ as entry
 from serving.errors import RegistryUnavailable
 from serving.model import RegistryModel
 from serving.registry import Prefetch, parse_model_uri
 from tests.serving.conftest import Data, save_mlflow_model, serving_settings
 from tests.support import PYTHON, REPO_ROOT, free_port, last_json
-from training.model_format import load_estimator
 
 
 def unreachable() -> str:
@@ -256,7 +256,7 @@ def test_the_allow_list_names_real_classes_as_skops_names_them() -> None:
 
     from skops.io._utils import get_type_name
 
-    from training.model_format import TRUSTED_TYPES
+    from contract.model_format import TRUSTED_TYPES
 
     for name in TRUSTED_TYPES:
         module, _, attribute = name.rpartition(".")

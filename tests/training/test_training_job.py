@@ -137,8 +137,8 @@ def test_registered_model_carries_signature_and_loads_natively(
     import numpy as np
     from mlflow.models import Model
 
+    from contract.model_format import load_estimator
     from training.data import load_dataset
-    from training.model_format import load_estimator
 
     # models:/ URIs are resolved by the registry, which follows MLFLOW_TRACKING_URI.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)

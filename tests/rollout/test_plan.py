@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from serving.rollout.analysis import Analysis, Thresholds, Verdict, VersionStats, evaluate
-from serving.rollout.errors import RollbackFailedError, UnreachableError
-from serving.rollout.plan import Interrupted, Outcome, Schedule, run_schedule
+from rollout.analysis import Analysis, Thresholds, Verdict, VersionStats, evaluate
+from rollout.errors import RollbackFailedError, UnreachableError
+from rollout.plan import Interrupted, Outcome, Schedule, run_schedule
 
 HEALTHY = VersionStats("2", {"ok": 500.0}, 0.004, {"a": 200.0, "b": 300.0})
 STABLE = VersionStats("1", {"ok": 5000.0}, 0.004, {"a": 2000.0, "b": 3000.0})
@@ -206,7 +206,7 @@ def test_the_real_critical_section_defers_sigint() -> None:
     import os
     import signal
 
-    from serving.rollout.plan import interrupts_deferred
+    from rollout.plan import interrupts_deferred
 
     before = signal.getsignal(signal.SIGINT)
     with interrupts_deferred():

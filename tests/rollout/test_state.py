@@ -2,16 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from serving.rollout import isvc
-from serving.rollout.errors import ConfigError, RefusedError
-from serving.rollout.registry import parse_model_uri
-from serving.rollout.state import (
+from rollout import isvc
+from rollout.errors import ConfigError, RefusedError
+from rollout.registry import parse_model_uri
+from rollout.state import (
     RolloutState,
     check_can_promote,
     check_can_roll_back,
     check_can_start,
 )
-from tests.serving.rollout.fake_apiserver import inference_service
+from tests.rollout.fake_apiserver import inference_service
 
 ALIASES = {"champion": "3", "challenger": "4"}
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from serving.rollout.__main__ import main
-from tests.serving.rollout.fake_prometheus import (
+from rollout.__main__ import main
+from tests.rollout.fake_prometheus import (
     ERRORING,
     HEALTHY,
     QUIET,
@@ -24,17 +24,32 @@ def test_importing_the_rollout_stays_light() -> None:
     """No KServe, MLflow, Kubernetes client or numpy on import; of the predictor, only
     the light modules that read a model URI as the predictor does."""
     probe = (
-        "import sys, serving.rollout, serving.rollout.__main__, serving.rollout.commands\n"
+        "import sys, rollout, rollout.__main__, rollout.commands\n"
         "heavy = {'kserve', 'mlflow', 'kubernetes', 'numpy', 'sklearn', 'fastapi'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
         "print(sorted(m for m in sys.modules if m.startswith('serving.')"
-        " and not m.startswith('serving.rollout')))\n"
+        " and not m.startswith('rollout')))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, check=True
     )
     shared = "['serving.errors', 'serving.registry', 'serving.settings']"
     assert result.stdout.splitlines() == ["[]", shared]
+
+
+def test_the_old_module_name_still_runs_and_warns() -> None:
+    """`python -m serving.rollout` is the deprecated alias of `python -m rollout`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.rollout", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "status" in result.stdout
+    assert "`python -m serving.rollout` is deprecated" in result.stderr
+    assert "run `python -m rollout`" in result.stderr
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

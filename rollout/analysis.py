@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from serving.rollout.drift import jensen_shannon_distance
+from rollout.drift import jensen_shannon_distance
 
 
 class Verdict(StrEnum):

@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from serving.rollout.drift import jensen_shannon_distance
+from rollout.drift import jensen_shannon_distance
 
 
 def test_identical_mixes_are_at_distance_zero() -> None:

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from rollout.errors import ConfigError, RefusedError, UnreachableError
 from serving import registry as predictor_registry
 from serving.errors import ConfigError as PredictorConfigError
 from serving.registry import ModelRef, is_version_number
-from serving.rollout.errors import ConfigError, RefusedError, UnreachableError
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Registry:
         except MlflowException as e:
             raise RefusedError(
                 f"version {version} of model {self.model_name!r} does not exist in "
-                f"{self.tracking_uri}; `python -m serving.rollout status` lists the aliases"
+                f"{self.tracking_uri}; `python -m rollout status` lists the aliases"
             ) from e
         return {str(k): str(v) for k, v in (found.tags or {}).items()}
 

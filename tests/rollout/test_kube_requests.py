@@ -20,17 +20,17 @@ from typing import Any
 
 import pytest
 
-from serving.rollout import queries
-from serving.rollout.__main__ import main
-from tests.serving.rollout.fake_apiserver import FakeApiServer, Recorded, inference_service
-from tests.serving.rollout.fake_prometheus import (
+from rollout import queries
+from rollout.__main__ import main
+from tests.rollout.fake_apiserver import FakeApiServer, Recorded, inference_service
+from tests.rollout.fake_prometheus import (
     ERRORING,
     HEALTHY,
     QUIET,
     CannedPrometheus,
     VersionNumbers,
 )
-from tests.serving.rollout.helpers import NAMESPACE, TOKEN, RegistryModel, isvc_path
+from tests.rollout.helpers import NAMESPACE, TOKEN, RegistryModel, isvc_path
 from tests.support import REPO_ROOT, last_json, wait_until
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def cli(
     registry_model: RegistryModel,
     kubeconfig: Path,
 ) -> Cli:
-    """Run `python -m serving.rollout COMMAND ...` in-process; (exit code, stdout)."""
+    """Run `python -m rollout COMMAND ...` in-process; (exit code, stdout)."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
     def run(command: str, *args: str) -> tuple[int, str]:
@@ -452,7 +452,7 @@ def test_interrupting_auto_rolls_back(
     with log.open("wb") as output:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "serving.rollout", "auto",
+                sys.executable, "-m", "rollout", "auto",
                 "--model-name", registry_model.name, "--tracking-uri", registry_model.tracking_uri,
                 "--kubeconfig", str(kubeconfig), "--isvc", registry_model.name,
                 "--prometheus-url", prometheus.url,

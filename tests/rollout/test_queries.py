@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.rollout import queries
+from rollout import queries
 from tests.support import require_binary
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from serving.rollout.analysis import Analysis, Check, VersionStats
-from serving.rollout.state import RolloutState
+from rollout.analysis import Analysis, Check, VersionStats
+from rollout.state import RolloutState
 
 
 def _number(value: float | None, name: str) -> str:

@@ -1,4 +1,4 @@
-"""Typed settings of `python -m serving.rollout` and the parser that fills them.
+"""Typed settings of `python -m rollout` and the parser that fills them.
 
 Flags after the subcommand; where a setting has a well-known environment variable
 (`MODEL_NAME`, `MLFLOW_TRACKING_URI`, `PROMETHEUS_URL`, `ISVC_NAME`, `KUBECONFIG`)
@@ -11,13 +11,13 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rollout import queries
+from rollout.analysis import Thresholds
+from rollout.errors import ConfigError
+from rollout.kube import KubeSettings
+from rollout.plan import Schedule
+from rollout.registry import CHALLENGER
 from serving.registry import is_version_number
-from serving.rollout import queries
-from serving.rollout.analysis import Thresholds
-from serving.rollout.errors import ConfigError
-from serving.rollout.kube import KubeSettings
-from serving.rollout.plan import Schedule
-from serving.rollout.registry import CHALLENGER
 from serving.settings import DEFAULT_MODEL_NAME
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
@@ -144,7 +144,7 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.rollout",
+        prog="python -m rollout",
         description=(
             "Canary rollouts of a KServe InferenceService, judged on Prometheus: "
             "start, analyze, promote or roll back, or all of it with `auto`. "

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from serving.rollout.errors import RefusedError
-from serving.rollout.isvc import IsvcState
-from serving.rollout.registry import CHAMPION, REASON_TAG, REJECTED, STATUS_TAG
+from rollout.errors import RefusedError
+from rollout.isvc import IsvcState
+from rollout.registry import CHAMPION, REASON_TAG, REJECTED, STATUS_TAG
 
 GATE_STATUS_TAG = "gate_status"
 """What the training job tags every version with: `passed` or `rejected`."""

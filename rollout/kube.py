@@ -1,7 +1,7 @@
 """The Kubernetes side: read and merge-patch one InferenceService through the `kubernetes` client.
 
 The client is imported when an `InferenceServices` is made (it costs a second or
-two), so `import serving.rollout` and `analyze` with explicit versions stay light.
+two), so `import rollout` and `analyze` with explicit versions stay light.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.rollout import isvc
-from serving.rollout.errors import ConfigError, ConflictError, UnreachableError
+from rollout import isvc
+from rollout.errors import ConfigError, ConflictError, UnreachableError
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from serving.rollout.analysis import (
+from rollout.analysis import (
     Thresholds,
     Verdict,
     VersionStats,

@@ -1,7 +1,7 @@
 """The analysis for real: `mlflow server`, versions trained by `python -m training`,
 predictor processes (`python -m serving`) serving them, and a real `prometheus`
 scraping every predictor each second. The test drives V2 traffic 90/10 and runs
-`python -m serving.rollout analyze`, i.e. the same PromQL (queries.py) that runs
+`python -m rollout analyze`, i.e. the same PromQL (queries.py) that runs
 against the cluster's Prometheus.
 
 The versions:
@@ -31,8 +31,8 @@ import pytest
 import requests
 from sklearn.datasets import load_breast_cancer
 
-from serving.rollout import queries
-from serving.rollout.__main__ import main
+from rollout import queries
+from rollout.__main__ import main
 from tests.support import (
     PYTHON,
     REPO_ROOT,

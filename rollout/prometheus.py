@@ -9,9 +9,9 @@ from typing import Any
 
 import requests
 
-from serving.rollout import queries
-from serving.rollout.analysis import VersionStats
-from serving.rollout.errors import UnreachableError
+from rollout import queries
+from rollout.analysis import VersionStats
+from rollout.errors import UnreachableError
 
 logger = logging.getLogger(__name__)
 

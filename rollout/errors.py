@@ -1,4 +1,4 @@
-"""One base exception; each kind carries the exit code `python -m serving.rollout` returns."""
+"""One base exception; each kind carries the exit code `python -m rollout` returns."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from serving.rollout import isvc
-from tests.serving.rollout.fake_apiserver import inference_service, rfc7386
+from rollout import isvc
+from tests.rollout.fake_apiserver import inference_service, rfc7386
 
 
 def canary_isvc() -> dict[str, object]:

@@ -13,27 +13,27 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from serving.registry import is_version_number
-from serving.rollout import isvc, report
-from serving.rollout.analysis import Analysis, Verdict, evaluate
-from serving.rollout.errors import ConfigError, ConflictError, ExitCode, RefusedError
-from serving.rollout.kube import InferenceServices, connect
-from serving.rollout.plan import Outcome, run_schedule
-from serving.rollout.prometheus import Prometheus, version_stats
-from serving.rollout.registry import (
+from rollout import isvc, report
+from rollout.analysis import Analysis, Verdict, evaluate
+from rollout.errors import ConfigError, ConflictError, ExitCode, RefusedError
+from rollout.kube import InferenceServices, connect
+from rollout.plan import Outcome, run_schedule
+from rollout.prometheus import Prometheus, version_stats
+from rollout.registry import (
     PROMOTED,
     REJECTED,
     Registry,
     parse_model_uri,
     version_uri,
 )
-from serving.rollout.settings import Settings
-from serving.rollout.state import (
+from rollout.settings import Settings
+from rollout.state import (
     RolloutState,
     check_can_promote,
     check_can_roll_back,
     check_can_start,
 )
+from serving.registry import is_version_number
 
 logger = logging.getLogger(__name__)
 

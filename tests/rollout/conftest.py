@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from tests.serving.rollout.fake_apiserver import (
+from tests.rollout.fake_apiserver import (
     FakeApiServer,
     inference_service,
     kubeconfig_yaml,
 )
-from tests.serving.rollout.helpers import (
+from tests.rollout.helpers import (
     NAMESPACE,
     TOKEN,
     RegistryModel,

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from serving.rollout.analysis import Analysis, Verdict
-from serving.rollout.errors import RollbackFailedError, RolloutError
+from rollout.analysis import Analysis, Verdict
+from rollout.errors import RollbackFailedError, RolloutError
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def run_schedule(
         except (RolloutError, OSError) as e:
             raise RollbackFailedError(
                 f"ROLLBACK FAILED ({e}); the canary may still take traffic: run "
-                "`python -m serving.rollout rollback` or set canaryTrafficPercent: 0 by hand"
+                "`python -m rollout rollback` or set canaryTrafficPercent: 0 by hand"
             ) from e
         result.outcome, result.reason = Outcome.ROLLED_BACK, reason
         return result
