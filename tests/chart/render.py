@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -12,18 +13,26 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import pytest
 import yaml
 from helm_python import _native
 
 from tests.chart.validation import parse_documents
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, under_ci
 
 CHART_DIR = REPO_ROOT / "charts" / "mlops"
 MANIFESTS_DIR = REPO_ROOT / "manifests"
 SCENARIO_FILES = sorted((CHART_DIR / "ci").glob("*-values.yaml"))
-# The real CRDs of KServe and the Prometheus Operator sit beside the repository on the
-# developers' machines; tests that use them skip on a fresh clone.
-SHARED_CRDS = REPO_ROOT.parent / "shared" / "crds"
+# The real CRDs of KServe and the Prometheus Operator are outside data: a folder of CRD
+# files named by this variable (`.ci/run` sets it; a user fills one from a cluster).
+CRDS_DIR_VARIABLE = "MLOPS_CRDS_DIR"
+CRDS_HOWTO = (
+    f"set {CRDS_DIR_VARIABLE} to a folder of the real CRD files, e.g. from a cluster with KServe"
+    " and the Prometheus Operator: mkdir crds && for crd in inferenceservices.serving.kserve.io"
+    " podmonitors.monitoring.coreos.com prometheusrules.monitoring.coreos.com"
+    " servicemonitors.monitoring.coreos.com; do kubectl get crd $crd -o yaml > crds/$crd.yaml;"
+    f" done && export {CRDS_DIR_VARIABLE}=$PWD/crds"
+)
 RELEASE = "mlops"
 NAMESPACE = "mlops"
 
@@ -123,6 +132,22 @@ def claimed_kube_versions() -> tuple[str, str]:
     )
     oldest, newest = within[0], within[-1]
     return f"{oldest[0]}.{oldest[1]}", f"{newest[0]}.{newest[1]}"
+
+
+def real_crds_dir() -> Path:
+    """The folder of real CRDs; skip with how to get them, or fail under CI where they must be."""
+    value = os.environ.get(CRDS_DIR_VARIABLE, "")
+    if not value:
+        reason = f"the real CRDs are not configured: {CRDS_HOWTO}"
+    elif not Path(value).is_dir():
+        reason = f"{CRDS_DIR_VARIABLE}={value} is not a folder: {CRDS_HOWTO}"
+    elif not any(Path(value).glob("*.yaml")):
+        reason = f"{CRDS_DIR_VARIABLE}={value} holds no .yaml file: {CRDS_HOWTO}"
+    else:
+        return Path(value)
+    if under_ci():
+        pytest.fail(f"{reason}; CI must set it (.ci/run)", pytrace=False)
+    pytest.skip(reason)
 
 
 def write_rules(rendered: Rendered, folder: Path) -> Path:

@@ -9,11 +9,12 @@ import pytest
 
 from tests.chart.conftest import SCENARIOS, scenario_id
 from tests.chart.render import (
+    CRDS_DIR_VARIABLE,
     SCENARIO_FILES,
-    SHARED_CRDS,
     Rendered,
     claimed_kube_versions,
     lint,
+    real_crds_dir,
     render,
     scenario_values,
 )
@@ -69,11 +70,10 @@ def test_every_object_validates_strictly(scenario: Path, kube_version: str) -> N
 def test_custom_objects_match_the_real_crds(
     scenario: Path, rendered_scenarios: dict[str, Rendered]
 ) -> None:
-    if not SHARED_CRDS.is_dir():
-        pytest.skip(f"the real CRDs are not at {SHARED_CRDS} (fresh clone)")
+    crds = real_crds_dir()
     custom = [o for o in rendered_scenarios[scenario_id(scenario)].objects if not is_builtin(o)]
     for obj in custom:
-        validate_against_crd(obj, SHARED_CRDS)
+        validate_against_crd(obj, crds)
 
 
 # The validators themselves must be able to fail, or the tests above prove nothing.
@@ -117,9 +117,32 @@ def test_builtin_validation_refuses_a_misspelled_field(default_render: Rendered)
 
 
 def test_crd_validation_refuses_a_misspelled_field(default_render: Rendered) -> None:
-    if not SHARED_CRDS.is_dir():
-        pytest.skip(f"the real CRDs are not at {SHARED_CRDS} (fresh clone)")
+    crds = real_crds_dir()
     monitor = copy.deepcopy(default_render.one("PodMonitor", "-predictor"))
     monitor["spec"]["podMetricsEndpoints"][0]["portNumbr"] = 8080
     with pytest.raises(InvalidObject, match="portNumbr"):
-        validate_against_crd(monitor, SHARED_CRDS)
+        validate_against_crd(monitor, crds)
+
+
+def test_missing_real_crds_skip_with_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv(CRDS_DIR_VARIABLE, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=f"set {CRDS_DIR_VARIABLE} .*kubectl get crd"):
+        real_crds_dir()
+    monkeypatch.setenv(CRDS_DIR_VARIABLE, str(tmp_path / "absent"))
+    with pytest.raises(pytest.skip.Exception, match="is not a folder"):
+        real_crds_dir()
+    monkeypatch.setenv(CRDS_DIR_VARIABLE, str(tmp_path))
+    with pytest.raises(pytest.skip.Exception, match=r"holds no \.yaml file"):
+        real_crds_dir()
+    (tmp_path / "crd.yaml").write_text("kind: CustomResourceDefinition\n")
+    assert real_crds_dir() == tmp_path
+
+
+def test_missing_real_crds_fail_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.delenv(CRDS_DIR_VARIABLE, raising=False)
+    with pytest.raises(pytest.fail.Exception, match="CI must set it"):
+        real_crds_dir()

@@ -12,8 +12,8 @@ import yaml
 from tests.chart.plain_manifests import PLAIN, plain_inference_service
 from tests.chart.render import (
     MANIFESTS_DIR,
-    SHARED_CRDS,
     claimed_kube_versions,
+    real_crds_dir,
     render,
 )
 from tests.chart.validation import (
@@ -50,11 +50,10 @@ def test_every_manifest_validates_strictly(path: Path, kube_version: str) -> Non
 
 @pytest.mark.parametrize("path", FILES)
 def test_custom_manifests_match_the_real_crds(path: Path) -> None:
-    if not SHARED_CRDS.is_dir():
-        pytest.skip(f"the real CRDs are not at {SHARED_CRDS} (fresh clone)")
+    crds = real_crds_dir()
     for obj in objects(path):
         if not is_builtin(obj):
-            validate_against_crd(obj, SHARED_CRDS)
+            validate_against_crd(obj, crds)
 
 
 @pytest.mark.parametrize("file_name", sorted(PLAIN))
