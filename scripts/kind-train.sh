@@ -15,7 +15,16 @@ values="$(mktemp)"
 trap 'rm -f "$values"' EXIT
 "$HELM" --kube-context "$KUBE_CONTEXT" get values "$RELEASE" -n "$NAMESPACE" -o yaml >"$values"
 suffix="$(date -u +%Y%m%d%H%M%S)"
+# Client-only `helm template` checks the chart's `kubeVersion` against Helm's built-in
+# default (the Kubernetes its client library was built for), not the cluster's: pass the
+# cluster's own version so any Helm the docs allow renders what `helm install` would.
+kube_version="$("${K[@]}" get --raw /version | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p')"
+if [ -z "$kube_version" ]; then
+  echo "cannot read the cluster's Kubernetes version (kubectl get --raw /version)" >&2
+  exit 1
+fi
 job="$("$HELM" template "$RELEASE" charts/mlops -n "$NAMESPACE" -f "$values" \
+  --kube-version "$kube_version" \
   --set training.enabled=true --set-string training.runSuffix="$suffix" \
   --show-only templates/training-job.yaml | "${K[@]}" create -f - -o name)"
 echo "started $job"

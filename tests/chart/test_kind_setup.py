@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import semver
 import yaml
 
-from tests.chart.render import Rendered
+from tests.chart.render import Rendered, render
 from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.chart
@@ -152,3 +153,107 @@ def test_the_smoke_request_uses_real_rows_for_breast_cancer_and_zeros_otherwise(
     assert tensor["data"][:2] == [17.99, 10.38]
     body = v2_request.request_body({"inputs": [{"name": "x", "shape": [-1, 4]}]})
     assert body["inputs"][0]["data"] == [0.0] * 4
+
+
+# The Kubernetes version a client-only `helm template` assumes (`.Capabilities.KubeVersion`
+# and the `kubeVersion` check) when no `--kube-version` is given: Helm's Makefile sets
+# chartutil's k8sVersionMajor/Minor at build time from its go.mod's k8s.io/client-go
+# (v0.M.x gives v1.M.0; helm/helm Makefile and pkg/chartutil/capabilities.go), and each
+# minor release is built against one client (Helm's version-skew table; go.mod of v3.16:
+# client-go v0.31.1). helm-python-sdk does not apply the check, so it is done here.
+HELM_DEFAULT_KUBE_VERSION = {
+    (3, 16): "1.31.0",
+    (3, 17): "1.32.0",
+    (3, 18): "1.33.0",
+    (3, 19): "1.34.0",
+    (3, 20): "1.35.0",
+}
+WORKFLOW = REPO_ROOT / ".github" / "workflows" / "e2e.yml"
+
+
+def satisfies(version: str, constraint: str) -> bool:
+    """Masterminds-style constraint (Helm's): `||` between alternatives, `,` or space within."""
+    parsed = semver.Version.parse(version.lstrip("v"))
+    alternatives = [part.replace(",", " ").split() for part in constraint.split("||")]
+    return any(all(parsed.match(term) for term in terms) for terms in alternatives)
+
+
+def documented_minimum_helm() -> tuple[int, int]:
+    """The `| Helm | vX.Y or newer |` row of the prerequisites (README or docs/)."""
+    found = set()
+    for doc in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]:
+        for major, minor in re.findall(
+            r"^\| Helm \| v(\d+)\.(\d+) or newer \|", doc.read_text(), re.M
+        ):
+            found.add((int(major), int(minor)))
+    assert len(found) == 1, f"expected one documented minimum Helm version, found {found}"
+    return found.pop()
+
+
+def ci_pinned_helm() -> tuple[int, int]:
+    env = yaml.safe_load(WORKFLOW.read_text())["jobs"]["e2e"]["env"]
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", env["HELM_VERSION"])
+    assert match, f"the e2e workflow's HELM_VERSION {env['HELM_VERSION']} is not pinned"
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_the_constraint_check_refuses_what_helm_refuses() -> None:
+    # Helm 3.16's default (v1.31.0) against `>=1.33.0-0`: the refusal that broke `make train`.
+    constraint = yaml.safe_load((REPO_ROOT / "charts/mlops/Chart.yaml").read_text())["kubeVersion"]
+    assert not satisfies(HELM_DEFAULT_KUBE_VERSION[(3, 16)], constraint)
+    assert satisfies("v1.34.1-eks-2a3b4c", constraint)  # a provider's build of a newer minor
+    assert not satisfies("1.40.0", ">=1.33.0-0 <1.36.0-0")
+    assert satisfies("1.20.0", ">=1.33.0-0 || 1.20.0")
+
+
+@pytest.mark.parametrize("which", ["documented minimum", "CI pin"])
+def test_client_only_helm_template_accepts_the_chart(which: str) -> None:
+    helm = documented_minimum_helm() if which == "documented minimum" else ci_pinned_helm()
+    assert helm in HELM_DEFAULT_KUBE_VERSION, f"add Helm {helm}'s default Kubernetes version"
+    default = HELM_DEFAULT_KUBE_VERSION[helm]
+    constraint = yaml.safe_load((REPO_ROOT / "charts/mlops/Chart.yaml").read_text())["kubeVersion"]
+    assert satisfies(default, constraint), (
+        f"Helm {helm[0]}.{helm[1]} ({which}) assumes Kubernetes {default} without a cluster,"
+        f" which the chart's kubeVersion {constraint!r} refuses: `helm template` would fail"
+    )
+    # And the chart renders for that Kubernetes with Helm's engine.
+    assert render({}, kube_version=default).objects
+
+
+def test_make_train_renders_for_the_cluster_s_kubernetes_version(tmp_path: Path) -> None:
+    # kubectl and helm stand in for the cluster (none runs here); each records its arguments.
+    log = tmp_path / "calls.log"
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f"""#!/usr/bin/env bash
+echo "kubectl $*" >>{log}
+case "$*" in
+  *"get --raw /version"*) printf '{{\\n  "major": "1",\\n  "gitVersion": "v1.34.0"\\n}}\\n' ;;
+  *"create -f -"*) cat >/dev/null; echo job.batch/mlops-train-1 ;;
+  *"get job.batch/mlops-train-1"*) echo "Complete " ;;
+  *logs*) echo '{{"status": "registered", "version": "2"}}' ;;
+esac
+""")
+    helm = tmp_path / "helm"
+    helm.write_text(f'#!/usr/bin/env bash\necho "helm $*" >>{log}\necho "{{}}"\n')
+    for stub in (kubectl, helm):
+        stub.chmod(0o755)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "KUBECTL": str(kubectl),
+        "HELM": str(helm),
+        "RELEASE": "mlops",
+        "NAMESPACE": "mlops",
+        "KUBE_CONTEXT": "kind-mlops",
+    }
+    done = subprocess.run(
+        ["bash", "scripts/kind-train.sh"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    [template] = [line for line in log.read_text().splitlines() if " template " in line]
+    assert "--kube-version v1.34.0 " in template, template
