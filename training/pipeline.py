@@ -1,5 +1,7 @@
 """One training Job from data to registry: split, search every family, pick one, score
-it once on the held-out split, gate it, log everything and register a version."""
+it once on the held-out split, gate it, log everything and register a version.
+
+`run` reads as the Job's story; each step below it is one function."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
@@ -22,6 +25,7 @@ from training.candidates import build_candidates
 from training.data import Dataset, load_dataset
 from training.errors import ConfigError
 from training.evaluate import (
+    Evaluation,
     critical_label_of,
     critical_metric_name,
     evaluate,
@@ -65,6 +69,108 @@ class Summary:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+@dataclass(frozen=True)
+class Split:
+    """The stratified train/test split; the test rows are scored once, at the end."""
+
+    x_train: npt.NDArray[np.float64]
+    x_test: npt.NDArray[np.float64]
+    y_train: npt.NDArray[np.int64]
+    y_test: npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Critical:
+    """The class whose recall is gated: its label (None: the worst class counts) and the
+    metric name it is logged under (`malignant_recall`, `worst_class_recall`)."""
+
+    label: int | None
+    name: str
+
+
+@dataclass(frozen=True)
+class Tested:
+    """The chosen family, its held-out scores and every metric logged for it."""
+
+    chosen: SearchResult
+    evaluation: Evaluation
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gates' outcome, and the `@champion` they compared against."""
+
+    gates: list[GateResult]
+    champion: registry.RegisteredVersion | None
+    comparison: ChampionComparison | None
+
+    @property
+    def reasons(self) -> list[str]:
+        return [gate.detail for gate in failed(self.gates)]
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+
+def run(settings: TrainingSettings) -> Summary:
+    """The Job: data -> search -> choose -> test -> gate -> register."""
+    started = time.monotonic()
+    data = load_data(settings)
+    critical = Critical(
+        critical_label_of(data.class_names, settings.critical_class),
+        critical_metric_name(data.class_names, settings.critical_class),
+    )
+    client = connect_registry(settings)
+    split = split_data(data, settings)
+
+    import mlflow
+
+    with mlflow.start_run(run_name=f"train-{settings.model_name}") as parent:
+        log_run_settings(data, split, settings)
+        results = search_families(split, settings, critical)
+        chosen = choose_family(results, settings)
+        tested = score_on_test_split(chosen, split, critical)
+        verdict = gate(client, tested, split, settings, critical)
+        log_report(tested.evaluation, data, critical)
+        version, aliases = register(client, data, split, tested, verdict, settings, critical)
+
+        summary = Summary(
+            status="registered" if verdict.passed else "rejected",
+            model_name=settings.model_name,
+            run_id=parent.info.run_id,
+            version=version.version,
+            model_uri=version.uri,
+            candidate=chosen.family,
+            params=chosen.best_params,
+            metrics={k: round(v, 6) for k, v in tested.metrics.items()},
+            gates=[g.as_dict() for g in verdict.gates],
+            aliases_set=aliases,
+            data_sha256=data.sha256,
+            dataset=data.name,
+            reasons=verdict.reasons,
+            duration_seconds=round(time.monotonic() - started, 2),
+        )
+        mlflow.log_dict(json.loads(summary.to_json()), "run_summary.json")
+    return summary
+
+
+def load_data(settings: TrainingSettings) -> Dataset:
+    """Load the dataset and refuse what the split and the folds cannot work with."""
+    data = load_dataset(settings.dataset, settings.target_column)
+    check_data(data, settings)
+    logger.info(
+        "dataset %s: %d rows, %d features, classes %s, sha256 %s",
+        data.name,
+        len(data.labels),
+        len(data.feature_names),
+        ", ".join(data.class_names),
+        data.sha256[:12],
+    )
+    return data
+
+
 def check_data(data: Dataset, settings: TrainingSettings) -> None:
     """Refuse data the split and the folds cannot work with, naming the problem."""
     counts = np.bincount(data.labels)
@@ -78,31 +184,20 @@ def check_data(data: Dataset, settings: TrainingSettings) -> None:
         )
 
 
-def run(settings: TrainingSettings) -> Summary:
-    started = time.monotonic()
-    data = load_dataset(settings.dataset, settings.target_column)
-    check_data(data, settings)
-    critical_label = critical_label_of(data.class_names, settings.critical_class)
-    critical_name = critical_metric_name(data.class_names, settings.critical_class)
-    logger.info(
-        "dataset %s: %d rows, %d features, classes %s, sha256 %s",
-        data.name,
-        len(data.labels),
-        len(data.feature_names),
-        ", ".join(data.class_names),
-        data.sha256[:12],
-    )
-
-    # The tracking server may start after the Job: wait before any MLflow call.
+def connect_registry(settings: TrainingSettings) -> Any:
+    """Wait for the tracking server (it may start after the Job), point MLflow at it and
+    at the experiment; the client for the registry calls."""
     registry.limit_client_retries()
     registry.wait_for_registry(settings.tracking_uri, settings.registry_timeout)
     import mlflow
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(settings.tracking_uri)
-    client = MlflowClient(settings.tracking_uri)
     mlflow.set_experiment(settings.experiment)
+    return MlflowClient(settings.tracking_uri)
 
+
+def split_data(data: Dataset, settings: TrainingSettings) -> Split:
     x_train, x_test, y_train, y_test = train_test_split(
         data.features,
         data.labels,
@@ -110,131 +205,165 @@ def run(settings: TrainingSettings) -> Summary:
         stratify=data.labels,
         random_state=settings.seed,
     )
+    return Split(x_train, x_test, y_train, y_test)
 
-    with mlflow.start_run(run_name=f"train-{settings.model_name}") as parent:
-        mlflow.set_tags(
-            {"data_sha256": data.sha256, "dataset": data.name, "model_name": settings.model_name}
-        )
-        mlflow.log_params(
-            {
-                "dataset": data.name,
-                "data_sha256": data.sha256,
-                "seed": settings.seed,
-                "cv_folds": settings.cv_folds,
-                "test_size": settings.test_size,
-                "candidates": ",".join(settings.candidates),
-                "smoke": settings.smoke,
-                "latency_margin": settings.latency_margin,
-                "n_train": len(y_train),
-                "n_test": len(y_test),
-            }
-        )
-        searched = [
-            _search(candidate, x_train, y_train, settings, critical_label)
-            for candidate in build_candidates(settings.candidates, settings.smoke, settings.seed)
-        ]
-        # One native thread, as the predictor runs them.
-        with threadpool_limits(limits=1):
-            results = measure_latencies(
-                [result for result, _ in searched], x_train[:1], 50 if settings.smoke else 200
-            )
-        for result, (_, seconds) in zip(results, searched, strict=True):
-            _log_candidate(result, seconds, critical_name)
-        chosen = choose(results, settings.latency_margin)
-        logger.info(
-            "chose %s (CV ROC AUC %.4f, predict %.3f ms/row)",
-            chosen.family,
-            chosen.cv_score_mean,
-            chosen.predict_latency_ms,
-        )
-        evaluation = evaluate(chosen.estimator, x_test, y_test, critical_label)
-        metrics = {
-            "cv_roc_auc_mean": chosen.cv_score_mean,
-            "cv_roc_auc_std": chosen.cv_score_std,
-            f"cv_{critical_name}_mean": chosen.cv_recall_mean,
-            f"cv_{critical_name}_std": chosen.cv_recall_std,
-            "predict_latency_ms": chosen.predict_latency_ms,
-            **test_metrics(evaluation, critical_name),
-        }
-        mlflow.log_params({"chosen_family": chosen.family})
-        mlflow.log_params({f"best_{k}": v for k, v in chosen.best_params.items()})
-        mlflow.log_metrics(metrics)
 
-        champion = registry.current_champion(client, settings.model_name)
-        comparison = _score_champion(champion, x_test, y_test, critical_label)
-        gates = [
-            critical_recall_gate(evaluation, settings.min_malignant_recall, critical_name),
-            cv_stability_gate(chosen.cv_recall_std, settings.max_cv_recall_std, critical_name),
-            champion_gate(evaluation, comparison, settings.max_regression),
-        ]
-        reasons = [gate.detail for gate in failed(gates)]
-        passed = not reasons
+def log_run_settings(data: Dataset, split: Split, settings: TrainingSettings) -> None:
+    import mlflow
 
-        with tempfile.TemporaryDirectory() as folder:
-            for path in write_report_artifacts(
-                evaluation, data.class_names, critical_label, Path(folder)
-            ):
-                mlflow.log_artifact(str(path))
-        model_info = _log_model(chosen, data, x_train, settings.critical_class)
-
-        status = "registered" if passed else "rejected"
-        tags = {
-            "data_sha256": data.sha256,
+    mlflow.set_tags(
+        {"data_sha256": data.sha256, "dataset": data.name, "model_name": settings.model_name}
+    )
+    mlflow.log_params(
+        {
             "dataset": data.name,
-            "candidate": chosen.family,
-            "gate_status": "passed" if passed else "rejected",
-            f"test_{critical_name}": f"{evaluation.critical_recall:.4f}",
-            "test_roc_auc": f"{evaluation.roc_auc:.4f}",
+            "data_sha256": data.sha256,
+            "seed": settings.seed,
+            "cv_folds": settings.cv_folds,
+            "test_size": settings.test_size,
+            "candidates": ",".join(settings.candidates),
+            "smoke": settings.smoke,
+            "latency_margin": settings.latency_margin,
+            "n_train": len(split.y_train),
+            "n_test": len(split.y_test),
         }
-        if not passed:
-            tags["rejection_reason"] = "; ".join(reasons)[:5000]
-        description = _describe(chosen, evaluation.roc_auc, gates, passed, comparison)
-        version = registry.register(
-            client, model_info.model_uri, settings.model_name, tags, description
-        )
-        aliases: list[str] = []
-        if passed:
-            aliases = [registry.CHALLENGER] + ([registry.CHAMPION] if champion is None else [])
-            registry.set_aliases(client, version, aliases)
-        mlflow.set_tags({"gate_status": tags["gate_status"], "registered_version": version.version})
+    )
 
-        summary = Summary(
-            status=status,
-            model_name=settings.model_name,
-            run_id=parent.info.run_id,
-            version=version.version,
-            model_uri=version.uri,
-            candidate=chosen.family,
-            params=chosen.best_params,
-            metrics={k: round(v, 6) for k, v in metrics.items()},
-            gates=[gate.as_dict() for gate in gates],
-            aliases_set=aliases,
-            data_sha256=data.sha256,
-            dataset=data.name,
-            reasons=reasons,
-            duration_seconds=round(time.monotonic() - started, 2),
+
+def search_families(
+    split: Split, settings: TrainingSettings, critical: Critical
+) -> list[SearchResult]:
+    """Search every candidate family's grid with CV, time each one's predictions, and log
+    each family in a nested run."""
+    searched = [
+        _search(candidate, split, settings, critical)
+        for candidate in build_candidates(settings.candidates, settings.smoke, settings.seed)
+    ]
+    # One native thread, as the predictor runs them.
+    with threadpool_limits(limits=1):
+        results = measure_latencies(
+            [result for result, _ in searched],
+            split.x_train[:1],
+            50 if settings.smoke else 200,
         )
-        mlflow.log_dict(json.loads(summary.to_json()), "run_summary.json")
-    return summary
+    for result, (_, seconds) in zip(results, searched, strict=True):
+        _log_candidate(result, seconds, critical.name)
+    return results
+
+
+def choose_family(results: list[SearchResult], settings: TrainingSettings) -> SearchResult:
+    import mlflow
+
+    chosen = choose(results, settings.latency_margin)
+    logger.info(
+        "chose %s (CV ROC AUC %.4f, predict %.3f ms/row)",
+        chosen.family,
+        chosen.cv_score_mean,
+        chosen.predict_latency_ms,
+    )
+    mlflow.log_params({"chosen_family": chosen.family})
+    mlflow.log_params({f"best_{k}": v for k, v in chosen.best_params.items()})
+    return chosen
+
+
+def score_on_test_split(chosen: SearchResult, split: Split, critical: Critical) -> Tested:
+    """Score the chosen model once on the held-out split, and log its metrics."""
+    import mlflow
+
+    evaluation = evaluate(chosen.estimator, split.x_test, split.y_test, critical.label)
+    metrics = {
+        "cv_roc_auc_mean": chosen.cv_score_mean,
+        "cv_roc_auc_std": chosen.cv_score_std,
+        f"cv_{critical.name}_mean": chosen.cv_recall_mean,
+        f"cv_{critical.name}_std": chosen.cv_recall_std,
+        "predict_latency_ms": chosen.predict_latency_ms,
+        **test_metrics(evaluation, critical.name),
+    }
+    mlflow.log_metrics(metrics)
+    return Tested(chosen, evaluation, metrics)
+
+
+def gate(
+    client: Any,
+    tested: Tested,
+    split: Split,
+    settings: TrainingSettings,
+    critical: Critical,
+) -> Verdict:
+    """The three gates: the critical class's recall, its CV stability, and no regression
+    against `@champion` scored on the same test rows."""
+    champion = registry.current_champion(client, settings.model_name)
+    comparison = _score_champion(champion, split, critical)
+    gates = [
+        critical_recall_gate(tested.evaluation, settings.min_malignant_recall, critical.name),
+        cv_stability_gate(tested.chosen.cv_recall_std, settings.max_cv_recall_std, critical.name),
+        champion_gate(tested.evaluation, comparison, settings.max_regression),
+    ]
+    return Verdict(gates, champion, comparison)
+
+
+def log_report(evaluation: Evaluation, data: Dataset, critical: Critical) -> None:
+    """The confusion matrix, ROC curve and classification report, as run artifacts."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        for path in write_report_artifacts(
+            evaluation, data.class_names, critical.label, Path(folder)
+        ):
+            mlflow.log_artifact(str(path))
+
+
+def register(
+    client: Any,
+    data: Dataset,
+    split: Split,
+    tested: Tested,
+    verdict: Verdict,
+    settings: TrainingSettings,
+    critical: Critical,
+) -> tuple[registry.RegisteredVersion, list[str]]:
+    """Log the model, register it as a new version (passed or rejected, tagged and
+    described as such) and, if it passed, move `@challenger` (and `@champion` when there
+    is none yet). The version and the aliases moved."""
+    import mlflow
+
+    model_info = _log_model(tested.chosen, data, split, settings.critical_class)
+    evaluation = tested.evaluation
+    tags = {
+        "data_sha256": data.sha256,
+        "dataset": data.name,
+        "candidate": tested.chosen.family,
+        "gate_status": "passed" if verdict.passed else "rejected",
+        f"test_{critical.name}": f"{evaluation.critical_recall:.4f}",
+        "test_roc_auc": f"{evaluation.roc_auc:.4f}",
+    }
+    if not verdict.passed:
+        tags["rejection_reason"] = "; ".join(verdict.reasons)[:5000]
+    description = _describe(tested.chosen, evaluation.roc_auc, verdict)
+    version = registry.register(
+        client, model_info.model_uri, settings.model_name, tags, description
+    )
+    aliases: list[str] = []
+    if verdict.passed:
+        aliases = [registry.CHALLENGER] + ([registry.CHAMPION] if verdict.champion is None else [])
+        registry.set_aliases(client, version, aliases)
+    mlflow.set_tags({"gate_status": tags["gate_status"], "registered_version": version.version})
+    return version, aliases
 
 
 def _search(
-    candidate: Any,
-    x_train: np.ndarray[Any, Any],
-    y_train: np.ndarray[Any, Any],
-    settings: TrainingSettings,
-    critical_label: int | None,
+    candidate: Any, split: Split, settings: TrainingSettings, critical: Critical
 ) -> tuple[SearchResult, float]:
     """One family's search, and the seconds it took."""
     started = time.monotonic()
     with threadpool_limits(limits=max(1, settings.n_jobs)):
         result = search(
             candidate,
-            x_train,
-            y_train,
+            split.x_train,
+            split.y_train,
             folds=settings.cv_folds,
             seed=settings.seed,
-            critical_label=critical_label,
+            critical_label=critical.label,
             n_jobs=settings.n_jobs,
         )
     return result, time.monotonic() - started
@@ -273,16 +402,13 @@ def _log_candidate(result: SearchResult, search_seconds: float, critical_name: s
 
 
 def _score_champion(
-    champion: registry.RegisteredVersion | None,
-    x_test: np.ndarray[Any, Any],
-    y_test: np.ndarray[Any, Any],
-    critical_label: int | None,
+    champion: registry.RegisteredVersion | None, split: Split, critical: Critical
 ) -> ChampionComparison | None:
     if champion is None:
         return None
     try:
         estimator = registry.load_registered_estimator(champion)
-        scored = evaluate(estimator, x_test, y_test, critical_label)
+        scored = evaluate(estimator, split.x_test, split.y_test, critical.label)
     # Another feature schema or class set, not our format, or types we do not trust:
     # the champion cannot be compared, which fails the gate instead of the whole Job.
     except ValueError as e:
@@ -290,15 +416,13 @@ def _score_champion(
     return ChampionComparison(champion.version, scored.roc_auc, scored.critical_recall)
 
 
-def _log_model(
-    chosen: SearchResult, data: Dataset, x_train: np.ndarray[Any, Any], critical_class: str
-) -> Any:
+def _log_model(chosen: SearchResult, data: Dataset, split: Split, critical_class: str) -> Any:
     import mlflow.sklearn
     import pandas as pd
     from mlflow.models import infer_signature
 
-    example = pd.DataFrame(x_train[:3], columns=list(data.feature_names))
-    signature = infer_signature(example, chosen.estimator.predict_proba(x_train[:3]))
+    example = pd.DataFrame(split.x_train[:3], columns=list(data.feature_names))
+    signature = infer_signature(example, chosen.estimator.predict_proba(split.x_train[:3]))
     with warnings.catch_warnings():
         # MLflow checks the named input example against an estimator fitted on plain
         # arrays (on purpose: serving predicts on arrays, without pandas).
@@ -316,19 +440,13 @@ def _log_model(
         )
 
 
-def _describe(
-    chosen: SearchResult,
-    roc_auc: float,
-    gates: list[GateResult],
-    passed: bool,
-    champion: ChampionComparison | None,
-) -> str:
-    verdict = "Passed every gate" if passed else "REJECTED by the gates"
+def _describe(chosen: SearchResult, roc_auc: float, verdict: Verdict) -> str:
+    outcome = "Passed every gate" if verdict.passed else "REJECTED by the gates"
     lines = [
-        f"{verdict}: {chosen.family} {json.dumps(chosen.best_params, sort_keys=True)}, "
+        f"{outcome}: {chosen.family} {json.dumps(chosen.best_params, sort_keys=True)}, "
         f"test ROC AUC {roc_auc:.4f}.",
-        *(f"- {'pass' if g.passed else 'FAIL'}: {g.detail}" for g in gates),
+        *(f"- {'pass' if g.passed else 'FAIL'}: {g.detail}" for g in verdict.gates),
     ]
-    if champion is None:
+    if verdict.comparison is None:
         lines.append("First version to pass: also @champion.")
     return "\n".join(lines)
