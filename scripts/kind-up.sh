@@ -54,6 +54,9 @@ step "Knative Serving $KNATIVE_VERSION with Kourier $KOURIER_VERSION"
 "${K[@]}" wait crd/services.serving.knative.dev --for=condition=Established --timeout="$WAIT"
 "${K[@]}" apply -f "https://github.com/knative/serving/releases/download/knative-$KNATIVE_VERSION/serving-core.yaml"
 "${K[@]}" apply -f "https://github.com/knative-extensions/net-kourier/releases/download/knative-$KOURIER_VERSION/kourier.yaml"
+# Knative's validating webhook (failurePolicy: Fail) admits its ConfigMaps: on a first run
+# its image may still be pulling, so wait for it before applying ours.
+"${K[@]}" -n knative-serving wait deployment/webhook --for=condition=Available --timeout="$WAIT"
 # Only the keys of manifests/cluster/ change; Knative's own keys stay as installed.
 retry "${K[@]}" apply --server-side --force-conflicts --field-manager=mlops-kind-up -f manifests/cluster/
 "${K[@]}" -n knative-serving wait deployment --all --for=condition=Available --timeout="$WAIT"

@@ -221,34 +221,20 @@ def test_client_only_helm_template_accepts_the_chart(which: str) -> None:
 
 
 def test_make_train_renders_for_the_cluster_s_kubernetes_version(tmp_path: Path) -> None:
-    # kubectl and helm stand in for the cluster (none runs here); each records its arguments.
-    log = tmp_path / "calls.log"
-    kubectl = tmp_path / "kubectl"
-    kubectl.write_text(f"""#!/usr/bin/env bash
-echo "kubectl $*" >>{log}
-case "$*" in
-  *"get --raw /version"*) printf '{{\\n  "major": "1",\\n  "gitVersion": "v1.34.0"\\n}}\\n' ;;
-  *"create -f -"*) cat >/dev/null; echo job.batch/mlops-train-1 ;;
-  *"get job.batch/mlops-train-1"*) echo "Complete " ;;
-  *logs*) echo '{{"status": "registered", "version": "2"}}' ;;
-esac
-""")
-    helm = tmp_path / "helm"
-    helm.write_text(f'#!/usr/bin/env bash\necho "helm $*" >>{log}\necho "{{}}"\n')
-    for stub in (kubectl, helm):
-        stub.chmod(0o755)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "KUBECTL": str(kubectl),
-        "HELM": str(helm),
-        "RELEASE": "mlops",
-        "NAMESPACE": "mlops",
-        "KUBE_CONTEXT": "kind-mlops",
-    }
+    env, log = recording_tools(
+        tmp_path,
+        {
+            "get --raw /version": '{"major": "1", "minor": "34", "gitVersion": "v1.34.0"}',
+            "create -f -": "job.batch/mlops-train-1",
+            "get job.batch/mlops-train-1": "Complete ",
+            "logs": '{"status": "registered", "version": "2"}',
+        },
+    )
+    settings = {"RELEASE": "mlops", "NAMESPACE": "mlops", "KUBE_CONTEXT": "kind-mlops"}
     done = subprocess.run(
         ["bash", "scripts/kind-train.sh"],
         cwd=REPO_ROOT,
-        env=env,
+        env={**env, **settings},
         capture_output=True,
         text=True,
         timeout=60,
@@ -257,3 +243,100 @@ esac
     assert done.returncode == 0, done.stderr
     [template] = [line for line in log.read_text().splitlines() if " template " in line]
     assert "--kube-version v1.34.0 " in template, template
+
+
+# The keys Knative Serving reads from config-features (knative/serving
+# pkg/apis/config/features.go, NewFeaturesConfigFromMap, v1.21); any other key is ignored.
+KNATIVE_FEATURE_KEYS = {
+    "multi-container",
+    "multi-container-probing",
+    "kubernetes.podspec-affinity",
+    "kubernetes.podspec-topologyspreadconstraints",
+    "kubernetes.podspec-dryrun",
+    "kubernetes.podspec-hostaliases",
+    "kubernetes.podspec-fieldref",
+    "kubernetes.podspec-nodeselector",
+    "kubernetes.podspec-runtimeclassname",
+    "kubernetes.podspec-securitycontext",
+    "kubernetes.podspec-shareprocessnamespace",
+    "kubernetes.podspec-hostipc",
+    "kubernetes.podspec-priorityclassname",
+    "kubernetes.podspec-schedulername",
+    "kubernetes.containerspec-addcapabilities",
+    "kubernetes.podspec-tolerations",
+    "kubernetes.podspec-volumes-emptydir",
+    "kubernetes.podspec-volumes-hostpath",
+    "kubernetes.podspec-hostpid",
+    "kubernetes.podspec-hostnetwork",
+    "kubernetes.podspec-init-containers",
+    "kubernetes.podspec-persistent-volume-claim",
+    "kubernetes.podspec-persistent-volume-write",
+    "kubernetes.podspec-dnspolicy",
+    "kubernetes.podspec-dnsconfig",
+    "secure-pod-defaults",
+    "tag-header-based-routing",
+    "queueproxy.resource-defaults",
+    "queueproxy.mount-podinfo",
+    "autodetect-http2",
+}
+
+
+def test_knative_features_are_keys_knative_reads(default_render: Rendered) -> None:
+    features = yaml.safe_load(
+        (REPO_ROOT / "manifests/cluster/knative-config-features.yaml").read_text()
+    )
+    keys = set(features["data"])
+    assert keys <= KNATIVE_FEATURE_KEYS, f"Knative ignores {sorted(keys - KNATIVE_FEATURE_KEYS)}"
+    # The predictor's pod needs both: a pod securityContext and the /tmp emptyDir.
+    predictor = default_render.one("InferenceService")["spec"]["predictor"]
+    assert predictor["securityContext"] and any("emptyDir" in v for v in predictor["volumes"])
+    assert features["data"]["kubernetes.podspec-securitycontext"] == "enabled"
+    assert features["data"]["kubernetes.podspec-volumes-emptydir"] == "enabled"
+
+
+def recording_tools(folder: Path, answers: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """kind, kubectl, helm and docker as scripts that log each call and print `answers`
+    for calls containing a key (no cluster runs here); the environment that uses them."""
+    log = folder / "calls.log"
+    cases = "".join(f"  *{key!r}*) echo {value!r} ;;\n" for key, value in answers.items())
+    for tool in ("kind", "kubectl", "helm", "docker"):
+        stub = folder / tool
+        stub.write_text(
+            f'#!/usr/bin/env bash\necho "{tool} $*" >>{log}\ncase "$*" in\n{cases}esac\n'
+        )
+        stub.chmod(0o755)
+    env = {"PATH": f"{folder}:/usr/bin:/bin", "KIND": "kind", "KUBECTL": "kubectl", "HELM": "helm"}
+    return env, log
+
+
+def test_kind_up_waits_for_knative_s_webhook_before_applying_its_config(tmp_path: Path) -> None:
+    env, log = recording_tools(tmp_path, {"get clusters": "mlops"})
+    settings = {
+        name: make_setting(name)
+        for name in (
+            "KIND_NODE_IMAGE",
+            "CERT_MANAGER_VERSION",
+            "KNATIVE_VERSION",
+            "KOURIER_VERSION",
+            "KSERVE_VERSION",
+            "KUBE_PROMETHEUS_STACK_VERSION",
+        )
+    }
+    done = subprocess.run(
+        ["bash", "scripts/kind-up.sh"],
+        cwd=REPO_ROOT,
+        env={**env, **settings, "CLUSTER_NAME": "mlops"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    webhook = next(
+        i for i, c in enumerate(calls) if "-n knative-serving wait deployment/webhook" in c
+    )
+    config = next(i for i, c in enumerate(calls) if "apply" in c and "manifests/cluster/" in c)
+    core = next(i for i, c in enumerate(calls) if "serving-core.yaml" in c)
+    assert core < webhook < config, calls
+    assert "--for=condition=Available" in calls[webhook]
