@@ -14,10 +14,8 @@ The contract between training and serving:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 # skops refuses to load any type not on an allow-list. This one names exactly what the
@@ -52,32 +50,6 @@ def model_metadata(class_names: Sequence[str], critical_class: str) -> dict[str,
     return {CLASS_NAMES_KEY: list(class_names), CRITICAL_CLASS_KEY: critical_class}
 
 
-def import_skops() -> ModuleType:
-    """`skops.io`, imported (if nothing imported it before) trusting no scikit-learn
-    estimator by default, so that what a model may hold is `TRUSTED_TYPES`.
-
-    skops builds its default allow-list, every estimator scikit-learn has, when it is
-    imported, and finding them imports every scikit-learn module: half a second of the
-    predictor's start, for a list wider than ours. Discovery is switched off for that
-    import. (Where skops was imported before, by MLflow's logging in training, it keeps
-    its defaults: import skops through here, or through `load_estimator`.)
-    """
-    if "skops.io" not in sys.modules:
-        import sklearn.utils
-
-        discover = sklearn.utils.all_estimators
-        sklearn.utils.all_estimators = _no_estimators
-        try:
-            import skops.io  # noqa: F401 - imported for sys.modules
-        finally:
-            sklearn.utils.all_estimators = discover
-    return sys.modules["skops.io"]
-
-
-def _no_estimators(*args: object, **kwargs: object) -> list[tuple[str, type]]:
-    return []
-
-
 class UntrustedModel(ValueError):
     """The model holds types outside the allow-list (skops refused to load it)."""
 
@@ -94,6 +66,8 @@ def load_estimator(
     Raises `ValueError` when the model is not an sklearn model in the skops format, and
     `UntrustedModel` (a `ValueError` too) when it holds a type outside the allow-list.
     """
+    from contract.upstream import import_skops
+
     skops_io = import_skops()
     from skops.io.exceptions import UntrustedTypesFoundException  # after import_skops()
 

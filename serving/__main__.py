@@ -19,7 +19,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from serving import lean_imports
+from contract import upstream
 from serving.errors import ConfigError
 from serving.registry import Prefetch
 
@@ -37,7 +37,7 @@ def prepare_process() -> None:
     # the pod is given. Set these variables to use more.
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, "1")
-    lean_imports.install()
+    upstream.leave_out_imports()
 
 
 def configure_logging(args: argparse.Namespace) -> None:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("configuration error: %s", e)
         return 2
     finally:
-        gc.freeze()
+        upstream.freeze_long_lived_objects()
         gc.enable()
     server.start([model])
     return 0

@@ -275,9 +275,9 @@ class Prefetch:
 def fetch_main() -> int:
     """The child's side of `FetchProcess`."""
     gc.disable()  # a short-lived process: collecting while MLflow imports frees nothing
-    from serving import lean_imports
+    from contract import upstream
 
-    lean_imports.install(placeholders=False)  # MLflow's pandas would import pyarrow
+    upstream.leave_out_imports(placeholders=False)  # MLflow's pandas would import pyarrow
     request = json.loads(os.environ[REQUEST_VARIABLE])
     try:
         fetched = fetch(

@@ -45,7 +45,7 @@ def test_a_pipeline_predicts_through_its_steps_skipping_passthrough(serving_data
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import MinMaxScaler
 
-    from serving.loader import predict_proba_of
+    from contract.upstream import predict_proba_of
 
     pipeline = Pipeline(
         [("minmax", MinMaxScaler()), ("none", "passthrough"), ("model", scaled_logreg())]
@@ -61,7 +61,7 @@ def test_ndarray_first_answers_for_arrays_and_asks_about_anything_else() -> None
     import pandas as pd
     from narwhals.stable.v2 import dependencies
 
-    from serving.loader import ndarray_first
+    from contract.upstream import ndarray_first
 
     asked: list[Any] = []
 
@@ -87,7 +87,7 @@ def test_answering_arrays_first_is_installed_once_and_keeps_scikit_learn_s_answe
     import pandas as pd
     from narwhals.stable.v2 import dependencies
 
-    from serving.loader import answer_ndarrays_first
+    from contract.upstream import answer_ndarrays_first
 
     originals = {n: getattr(dependencies, n) for n in ("is_into_dataframe", "is_into_series")}
     for name, check in originals.items():

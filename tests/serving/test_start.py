@@ -244,7 +244,7 @@ def test_the_predictor_predicts_as_a_normal_process_does(
     predictor_process: dict[str, Any],
 ) -> None:
     # Without pandas, and with scikit-learn's dataframe checks answered for arrays first.
-    assert predictor_process["dataframe_check"] == "serving.loader"
+    assert predictor_process["dataframe_check"] == "contract.upstream"
     for family, expected in predictor_process["expected"].items():
         np.testing.assert_allclose(
             predictor_process["probabilities"][family], expected, rtol=0, atol=1e-12
