@@ -51,7 +51,7 @@ fmt: venv ## Format the code with ruff.
 	$(PY) -m ruff format .
 
 .PHONY: bench
-bench: venv ## Benchmarks with numbers for the README (training time; serving throughput when present).
+bench: venv ## Benchmarks with numbers for docs/performance.md (training time; serving throughput when present).
 	$(PY) -m benchmarks
 
 ##@ Local (no cluster)
@@ -65,9 +65,9 @@ clean: ## Remove caches and build output (keeps .venv and demo data).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 ##@ Local demo
-# `make demo` runs the whole flow as local processes on 127.0.0.1 (README, "Local demo and
-# load tests"). State, logs and PID records live in DEMO_DIR; busy ports stop it before
-# anything starts. Running it again reuses what still runs.
+# `make demo` runs the whole flow as local processes on 127.0.0.1 (docs/local-demo.md).
+# State, logs and PID records live in DEMO_DIR; busy ports stop it before anything
+# starts. Running it again reuses what still runs.
 DEMO_DIR ?= .demo
 PREDICTOR_PORT ?= 8080
 PREDICTOR_GRPC_PORT ?= 8081
@@ -115,8 +115,8 @@ loadtest: venv ## Headless locust against HOST (USERS, DURATION); CSV + HTML rep
 
 ##@ Rollout (kind)
 # `python -m rollout` reaches the cluster through your kubeconfig (kind sets the
-# current context), MLflow and Prometheus through URLs: port-forward both first (README,
-# "Canary rollouts"). Exit codes: 0 ok/pass/promoted, 1 fail/rolled back, 2 refused or
+# current context), MLflow and Prometheus through URLs: port-forward both first
+# (docs/rollouts.md). Exit codes: 0 ok/pass/promoted, 1 fail/rolled back, 2 refused or
 # bad flags, 3 inconclusive, 4 Kubernetes/MLflow/Prometheus error, 5 rollback failed.
 ISVC_NAME ?= $(MODEL_NAME)
 # Empty: the kubeconfig context's namespace.
@@ -175,7 +175,7 @@ rollout: venv ## Canary through ROLLOUT_STEPS with an analysis after each; ends 
 	  --step-timeout $(ROLLOUT_STEP_TIMEOUT) $(ROLLOUT_JUDGE) $(ROLLOUT_ARGS)
 
 ##@ Cluster (kind)
-# The whole stack on a local kind cluster (README, "Kubernetes (kind + Helm)"):
+# The whole stack on a local kind cluster (docs/kubernetes.md):
 #   make kind-up images deploy smoke    ...    make kind-down
 # Every version is pinned here; each target is safe to re-run.
 CLUSTER_NAME ?= mlops

@@ -1,1 +1,1 @@
-"""`make bench`: measured numbers for the README, never asserted in a timed test."""
+"""`make bench`: measured numbers for docs/performance.md, never asserted in a timed test."""

@@ -20,7 +20,7 @@ from typing import Any
 
 # skops refuses to load any type not on an allow-list. This one names exactly what the
 # candidate families (training/candidates.py) write. Tree ensembles need their node
-# types, which skops does not trust by default (see the README's "Model format").
+# types, which skops does not trust by default (docs/training.md, "Model format").
 TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",

@@ -1,4 +1,4 @@
-"""The client side of the V2 contract (DESIGN.md, "Predictor contract"): request bodies
+"""The client side of the V2 contract (docs/design.md, "Predictor contract (V2)"): request bodies
 built from real rows, and strict checks of what comes back.
 
 A response that breaks the contract raises `BadResponse`; the locust user turns that

@@ -6,7 +6,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of every subcommand (README, "Canary rollouts")."""
+    """Exit codes of every subcommand (docs/rollouts.md, "Exit codes")."""
 
     OK = 0
     """Command done; `analyze` passed; `auto` promoted."""

@@ -3,7 +3,7 @@
 The command and the tests run exactly these strings, on a local Prometheus that
 scrapes local predictors as well as on kube-prometheus-stack in the cluster. They
 select a version by `model_name` and `model_version` only (the predictor's own
-labels, see DESIGN.md "Metrics"), never by Kubernetes labels such as pod or
+labels, see docs/design.md, "Metrics"), never by Kubernetes labels such as pod or
 revision, so they work wherever the predictor's /metrics is scraped. Anyone writing
 alert rules for the same metrics can call these functions with a label matcher of
 their own (`model_version=~".+"`) to keep the shape.

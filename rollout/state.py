@@ -1,8 +1,8 @@
 """Where a rollout stands, from the InferenceService and the registry, and what may happen next.
 
-Stable is what `@champion` names (DESIGN.md: "champion: what the stable revision
-serves"); the spec's `MODEL_URI` is what the latest revision serves. A canary is
-running when the spec serves another version than stable and
+Stable is what `@champion` names (docs/design.md, "The contract": `champion` is what
+the stable revision serves); the spec's `MODEL_URI` is what the latest revision serves.
+A canary is running when the spec serves another version than stable and
 `canaryTrafficPercent` gives it a share above 0. Pure functions: the refusals of
 `start`, `promote` and `rollback` are unit-tested here.
 """

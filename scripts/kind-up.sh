@@ -2,7 +2,7 @@
 # `make kind-up`: a kind cluster with everything the chart needs, at pinned versions:
 # cert-manager, Knative Serving with Kourier, KServe (Knative mode), kube-prometheus-stack.
 # Every step checks or waits for readiness and is safe to re-run; the Makefile passes
-# the versions (README, "Kubernetes (kind + Helm)").
+# the versions (docs/kubernetes.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +28,7 @@ need() {
   local missing=()
   for tool in "$@"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
   if ((${#missing[@]})); then
-    echo "missing: ${missing[*]} (README, 'Kubernetes (kind + Helm)', lists the versions)" >&2
+    echo "missing: ${missing[*]} (docs/kubernetes.md lists the versions)" >&2
     exit 1
   fi
 }

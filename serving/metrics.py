@@ -1,4 +1,4 @@
-"""The predictor's Prometheus metrics (DESIGN.md "Metrics"), served with KServe's own
+"""The predictor's Prometheus metrics (docs/design.md, "Metrics"), served with KServe's own
 at `:HTTP_PORT/metrics`.
 
 Every series carries `model_name` and `model_version`, so a stable and a canary

@@ -1,4 +1,5 @@
-"""The training Job's failures, each with the exit code DESIGN.md fixes for it."""
+"""The training Job's failures, each with the exit code docs/design.md fixes for it
+("Training Job contract")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The serving benchmark reads wrk's report right (its numbers go into the README)."""
+"""The serving benchmark reads wrk's report right (its numbers go into docs/performance.md)."""
 
 from __future__ import annotations
 
