@@ -7,7 +7,8 @@ Checks (each with its threshold from a flag):
 
 - `requests`: both versions answered at least `min_requests` requests in the
   window; otherwise every other check is `inconclusive` (too little evidence is
-  not a pass).
+  not a pass). So are counts that are not finite non-negative numbers, or whose sum
+  overflows (1e308 + 1e308 = inf): arithmetic on them proves nothing.
 - `success_ratio`: ok / all requests. `invalid` (a 4xx) counts against it: a canary
   whose input schema changed rejects the well-formed requests stable accepts, and
   that shows up as `invalid`, not `error`. Clients' own malformed requests land on
@@ -134,11 +135,21 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _unusable_counts(stats: VersionStats) -> bool:
+    """Counts no Prometheus increase() can give (or that overflow when summed): no evidence."""
+    counts = [*stats.outcomes.values(), *stats.classes.values()]
+    return not all(math.isfinite(v) and v >= 0 for v in counts) or not (
+        math.isfinite(stats.requests) and math.isfinite(stats.predictions)
+    )
+
+
 def check_requests(stable: VersionStats, canary: VersionStats, t: Thresholds) -> Check:
     short = [
-        f"{side} answered {stats.requests:.0f} < {t.min_requests} requests"
+        f"{side} counts are not finite non-negative numbers (overflow or garbage)"
+        if _unusable_counts(stats)
+        else f"{side} answered {stats.requests:.0f} < {t.min_requests} requests"
         for side, stats in (("canary", canary), ("stable", stable))
-        if stats.requests < t.min_requests
+        if _unusable_counts(stats) or stats.requests < t.min_requests
     ]
     return Check(
         name="requests",

@@ -143,7 +143,8 @@ def run_schedule(
         try:
             with critical():
                 ops.rollback(reason)
-        except (RolloutError, OSError) as e:
+        except Exception as e:  # whatever broke it, the operator must act
+            logger.debug("the rollback failed", exc_info=True)
             raise RollbackFailedError(
                 f"ROLLBACK FAILED ({e}); the canary may still take traffic: run "
                 "`python -m rollout rollback` or set canaryTrafficPercent: 0 by hand"
@@ -175,6 +176,11 @@ def run_schedule(
         return roll_back("interrupted by the operator before the rollout finished")
     except RolloutError as e:
         return roll_back(f"aborted: {e}")
+    except Exception as e:  # a bug or a surprise: still roll back
+        # Never leave a canary taking traffic because of an error nobody foresaw; the
+        # traceback goes to the log, the reason names the exception.
+        logger.exception("unexpected error during the rollout")
+        return roll_back(f"aborted by an unexpected error: {e.__class__.__name__}: {e}")
     result.outcome, result.reason = Outcome.PROMOTED, "every step passed its analysis"
     return result
 

@@ -49,17 +49,70 @@ class Prometheus:
             message = payload.get("error") or response.text[:300]
             raise UnreachableError(
                 f"Prometheus at {self.url} answered HTTP {response.status_code} "
-                f"to {expr!r}: {message}"
+                f"to {expr!r}: {_clip(str(message))}"
             )
-        data = payload.get("data", {})
-        if data.get("resultType") != "vector":
+        try:
+            return parse_vector(payload.get("data"))
+        except MalformedAnswer as e:
             raise UnreachableError(
-                f"Prometheus answered a {data.get('resultType')!r}, not a vector, to {expr!r}"
-            )
-        return [
-            Sample(labels=dict(item.get("metric", {})), value=float(item["value"][1]))
-            for item in data.get("result", [])
-        ]
+                f"Prometheus at {self.url} answered {expr!r} with a malformed result: {e}; "
+                "is --prometheus-url a Prometheus HTTP API?"
+            ) from e
+
+
+class MalformedAnswer(ValueError):
+    """A `data` object that is not an instant vector of [time, "number"] samples."""
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """One line of at most `limit` characters of what the server sent."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """A bounded quote of a value the server sent, for one-line messages."""
+    return _clip(repr(value), limit)
+
+
+def parse_vector(data: Any) -> list[Sample]:
+    """The samples of an instant-vector answer (Prometheus HTTP API, "Instant vectors").
+
+    Everything is checked, so a proxy or a broken exporter answering garbage becomes
+    one MalformedAnswer with a bounded quote instead of a KeyError or TypeError deep in
+    the analysis. The value strings "NaN", "+Inf" and "-Inf" are numbers here (Prometheus
+    writes them that way); whether they are usable is the caller's question.
+    """
+    if not isinstance(data, dict):
+        raise MalformedAnswer(f"`data` is {_short(data)}, not an object")
+    if data.get("resultType") != "vector":
+        raise MalformedAnswer(f"resultType is {_short(data.get('resultType'))}, not 'vector'")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise MalformedAnswer(f"`result` is {_short(result)}, not a list")
+    samples = []
+    for item in result:
+        if not isinstance(item, dict):
+            raise MalformedAnswer(f"a result item is {_short(item)}, not an object")
+        labels = item.get("metric", {})
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            raise MalformedAnswer(f"`metric` is {_short(labels)}, not a map of label strings")
+        pair = item.get("value")
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise MalformedAnswer(f'`value` is {_short(pair)}, not [time, "number"]')
+        raw = pair[1]
+        # Prometheus sends the number as a string; a bare JSON number is tolerated,
+        # a bool or null is not (float(True) would read as 1).
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise MalformedAnswer(f"sample value {_short(raw)} is not a number string")
+        try:
+            value = float(raw)
+        except ValueError as e:
+            raise MalformedAnswer(f"sample value {_short(raw)} is not a number") from e
+        samples.append(Sample(labels=dict(labels), value=value))
+    return samples
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
@@ -70,13 +123,34 @@ def _json(response: requests.Response) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
-def _by_label(samples: list[Sample], label: str) -> dict[str, float]:
+MAX_COUNT = float(2**53)
+"""Counts above this are not counts: a float64 counter stops counting by one at 2**53,
+and sums of such numbers overflow to inf (1e308 + 1e308), which must not pass a check."""
+
+
+def _by_label(samples: list[Sample], label: str, expr: str, url: str) -> dict[str, float]:
+    """Sum the samples per label value; a count that cannot be one is a malformed answer."""
     totals: dict[str, float] = {}
     for sample in samples:
-        if math.isfinite(sample.value):
-            key = sample.labels.get(label, "")
-            totals[key] = totals.get(key, 0.0) + sample.value
+        if not (math.isfinite(sample.value) and 0 <= sample.value <= MAX_COUNT):
+            raise UnreachableError(
+                f"Prometheus at {url} answered {expr!r} with the count {sample.value!r}, which no "
+                f"counter increase can be (expected a finite number in [0, 2**53])"
+            )
+        key = sample.labels.get(label, "")
+        totals[key] = totals.get(key, 0.0) + sample.value
     return totals
+
+
+def _p99(samples: list[Sample], expr: str, url: str) -> float | None:
+    """The quantile, or None where there is none (no sample, NaN or +Inf: no usable bucket)."""
+    if not samples or not math.isfinite(samples[0].value):
+        return None
+    if samples[0].value < 0:
+        raise UnreachableError(
+            f"Prometheus at {url} answered {expr!r} with a negative latency {samples[0].value!r}"
+        )
+    return samples[0].value
 
 
 def version_stats(
@@ -89,12 +163,13 @@ def version_stats(
 ) -> VersionStats:
     """Requests by outcome, p99 latency and predicted classes of one version."""
     selector = queries.version_selector(model_name, version, extra_matchers)
-    outcomes = _by_label(
-        prometheus.query(queries.requests_by_outcome(selector, window), at), "outcome"
+    outcomes_expr = queries.requests_by_outcome(selector, window)
+    latency_expr = queries.latency_quantile(selector, window)
+    classes_expr = queries.predictions_by_class(selector, window)
+    query, url = prometheus.query, prometheus.url
+    return VersionStats(
+        version=version,
+        outcomes=_by_label(query(outcomes_expr, at), "outcome", outcomes_expr, url),
+        p99_seconds=_p99(query(latency_expr, at), latency_expr, url),
+        classes=_by_label(query(classes_expr, at), "class_name", classes_expr, url),
     )
-    latency = prometheus.query(queries.latency_quantile(selector, window), at)
-    p99 = latency[0].value if latency and math.isfinite(latency[0].value) else None
-    classes = _by_label(
-        prometheus.query(queries.predictions_by_class(selector, window), at), "class_name"
-    )
-    return VersionStats(version=version, outcomes=outcomes, p99_seconds=p99, classes=classes)

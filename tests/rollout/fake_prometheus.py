@@ -40,6 +40,8 @@ class CannedPrometheus:
     numbers: dict[str, VersionNumbers]
     queries: list[str] = field(default_factory=list)
     url: str = ""
+    garbage: Any = None
+    """When set, the whole answer to every query: JSON-encoded, or sent as is if bytes."""
 
     def answer(self, expr: str) -> list[dict[str, Any]]:
         found = _VERSION.search(expr)
@@ -68,7 +70,9 @@ class CannedPrometheus:
                     "status": "success",
                     "data": {"resultType": "vector", "result": canned.answer(expr)},
                 }
-                data = json.dumps(payload).encode()
+                if canned.garbage is not None:
+                    payload = canned.garbage
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -88,3 +92,37 @@ class CannedPrometheus:
             server.shutdown()
             server.server_close()
             thread.join(5)
+
+
+def _vector(result: Any) -> dict[str, Any]:
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+GARBAGE: dict[str, tuple[Any, str]] = {
+    # name: (the whole answer to every query, what the one-line reason must say)
+    "non-numeric value": (
+        _vector([{"metric": {}, "value": [0, "lots"]}]),
+        "'lots' is not a number",
+    ),
+    "null value": (_vector([{"metric": {}, "value": [0, None]}]), "None is not a number string"),
+    "bool value": (_vector([{"metric": {}, "value": [0, True]}]), "True is not a number string"),
+    "short value": (_vector([{"metric": {}, "value": [0]}]), "`value` is [0], not [time"),
+    "data a string": ({"status": "success", "data": "vector"}, "`data` is 'vector', not an object"),
+    "data a list": ({"status": "success", "data": []}, "`data` is [], not an object"),
+    "result an object": (_vector({"ok": 1}), "`result` is {'ok': 1}, not a list"),
+    "item a string": (_vector(["ok"]), "a result item is 'ok', not an object"),
+    "metric a list": (_vector([{"metric": ["a"], "value": [0, "1"]}]), "`metric` is ['a']"),
+    "matrix": (
+        {"status": "success", "data": {"resultType": "matrix", "result": []}},
+        "resultType is 'matrix', not 'vector'",
+    ),
+    "not json": (b"<html>proxy error</html>", "<html>proxy error</html>"),
+    "overflowing count": (
+        _vector([{"metric": {"outcome": "ok"}, "value": [0, "1e308"]}]),
+        "the count 1e+308",
+    ),
+    "infinite count": (
+        _vector([{"metric": {"outcome": "error"}, "value": [0, "+Inf"]}]),
+        "the count inf",
+    ),
+}

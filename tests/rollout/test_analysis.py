@@ -81,6 +81,26 @@ def test_exactly_min_requests_is_enough() -> None:
     assert statuses(stats("1"), stats("2", ok=100))["requests"] == "pass"
 
 
+@pytest.mark.parametrize(
+    "canary",
+    [
+        # 1e308 + 1e308 overflows to inf; ok / inf = 0 and inf / inf = nan
+        VersionStats("2", {"ok": 1e308, "invalid": 1e308}, 0.005, {"a": 1e308, "b": 1e308}),
+        VersionStats("2", {"ok": 1e308}, 0.005, {"a": 1e308, "b": 1e308}),
+        VersionStats("2", {"ok": math.inf}, 0.005, {"a": 500.0, "b": 500.0}),
+        VersionStats("2", {"ok": 1000.0, "error": math.nan}, 0.005, {"a": 500.0, "b": 500.0}),
+        VersionStats("2", {"ok": 1000.0, "error": -900.0}, 0.005, {"a": 500.0, "b": 500.0}),
+    ],
+    ids=["overflowing-sum", "overflowing-classes", "inf", "nan", "negative"],
+)
+def test_counts_that_overflow_or_are_no_counts_never_pass(canary: VersionStats) -> None:
+    stable = VersionStats("1", {"ok": 1000.0}, 0.005, {"a": 500.0, "b": 500.0})
+    analysis = evaluate(stable, canary, T)
+    assert analysis.verdict is not Verdict.PASS
+    assert "canary counts are not finite non-negative numbers" in analysis.reason
+    assert all(c.status is not Verdict.PASS for c in analysis.checks)
+
+
 def test_no_traffic_at_all_is_inconclusive() -> None:
     empty = VersionStats(version="2")
     analysis = evaluate(stats("1"), empty, T)

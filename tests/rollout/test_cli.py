@@ -12,6 +12,7 @@ import pytest
 from rollout.__main__ import main
 from tests.rollout.fake_prometheus import (
     ERRORING,
+    GARBAGE,
     HEALTHY,
     QUIET,
     CannedPrometheus,
@@ -151,3 +152,33 @@ def test_an_unreachable_registry_is_exit_4(
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["analyze", "--stable", "champion", "--canary", "2", "--tracking-uri", url]) == 4
     assert f"MLflow at {url} failed to read the registered model" in caplog.text
+
+
+@pytest.mark.parametrize("case", sorted(GARBAGE))
+def test_a_prometheus_answering_garbage_is_exit_4_with_a_one_line_reason(
+    case: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answer, reason = GARBAGE[case]
+    with CannedPrometheus({}, garbage=answer).running() as prometheus:
+        code = main(
+            ["analyze", "--stable", "1", "--canary", "2", "--prometheus-url", prometheus.url]
+        )
+    assert code == 4
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, caplog.text
+    message = errors[0].getMessage()
+    assert reason in message
+    assert f"Prometheus at {prometheus.url}" in message
+    assert "\n" not in message and errors[0].exc_info is None
+    assert capsys.readouterr().out == ""  # no verdict printed from garbage
+
+
+def test_a_huge_garbage_answer_is_quoted_short(caplog: pytest.LogCaptureFixture) -> None:
+    answer = {"status": "success", "data": {"resultType": "vector", "result": "x" * 100_000}}
+    with CannedPrometheus({}, garbage=answer).running() as prometheus:
+        code = main(
+            ["analyze", "--stable", "1", "--canary", "2", "--prometheus-url", prometheus.url]
+        )
+    assert code == 4
+    assert "not a list" in caplog.text
+    assert len(caplog.text) < 2_000

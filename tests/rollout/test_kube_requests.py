@@ -25,6 +25,7 @@ from rollout.__main__ import main
 from tests.rollout.fake_apiserver import FakeApiServer, Recorded, inference_service
 from tests.rollout.fake_prometheus import (
     ERRORING,
+    GARBAGE,
     HEALTHY,
     QUIET,
     CannedPrometheus,
@@ -512,3 +513,77 @@ def test_auto_dry_run_prints_every_patch_of_the_schedule_and_sends_none(
     ]
     assert {"registry": "set_champion", "version": "2"}.items() <= printed[3].items()
     assert registry_model.aliases()["champion"] == "1"
+
+
+@pytest.mark.parametrize("case", ["non-numeric value", "data a string", "overflowing count"])
+def test_auto_rolls_back_when_prometheus_answers_garbage(
+    cli: Cli,
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+) -> None:
+    """The canary is started, then the analysis reads garbage: roll back, exit 1, no
+    canary left taking traffic."""
+    path = make_isvc("1")
+    before = fake_api.get(path)
+    answer, reason = GARBAGE[case]
+    with CannedPrometheus({}, garbage=answer).running() as prometheus:
+        code, out = cli("auto", "--version", "2", "--prometheus-url", prometheus.url, *AUTO_FAST)
+    assert code == 1, out
+    assert [
+        r.body["spec"]["predictor"].get("canaryTrafficPercent") for r in fake_api.patches()
+    ] == [
+        10,
+        0,
+        None,
+    ]
+    after = fake_api.get(path)["spec"]["predictor"]
+    assert after["canaryTrafficPercent"] == 0
+    assert after["containers"] == before["spec"]["predictor"]["containers"]
+    summary = last_json(out)
+    assert summary["outcome"] == "rolled_back"
+    assert summary["reason"].startswith("aborted: Prometheus at")
+    assert reason in summary["reason"]
+    assert registry_model.tags("2")["rollout_status"] == "rejected"
+    assert "Traceback" not in caplog.text
+
+
+def test_auto_rolls_back_on_an_error_nobody_foresaw(
+    cli: Cli,
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = make_isvc("1")
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr("rollout.commands.version_stats", broken)
+    code, out = cli("auto", "--version", "2", *AUTO_FAST)
+    assert code == 1, out
+    assert fake_api.get(path)["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert last_json(out)["reason"] == (
+        "aborted by an unexpected error: ZeroDivisionError: float division by zero"
+    )
+
+
+def test_auto_whose_rollback_breaks_unexpectedly_is_exit_5(
+    cli: Cli,
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_isvc("1")
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyError("spec")
+
+    monkeypatch.setattr("rollout.commands.version_stats", broken)
+    monkeypatch.setattr("rollout.commands.check_can_roll_back", broken)
+    code, _ = cli("auto", "--version", "2", *AUTO_FAST)
+    assert code == 5
+    assert "ROLLBACK FAILED" in caplog.text

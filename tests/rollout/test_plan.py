@@ -42,6 +42,8 @@ class FakeOps:
     calls: list[str] = field(default_factory=list)
     windows: list[int] = field(default_factory=list)
     fail_rollback: bool = False
+    rollback_error: Exception | None = None
+    promote_error: Exception | None = None
     interrupt_on_promote: bool = False
 
     def set_canary_percent(self, percent: int) -> None:
@@ -57,11 +59,15 @@ class FakeOps:
 
     def promote(self) -> None:
         self.calls.append("promote")
+        if self.promote_error is not None:
+            raise self.promote_error
 
     def rollback(self, reason: str) -> None:
         self.calls.append(f"rollback: {reason}")
         if self.fail_rollback:
             raise UnreachableError("API server down")
+        if self.rollback_error is not None:
+            raise self.rollback_error
 
 
 def run(
@@ -179,6 +185,37 @@ def test_losing_prometheus_mid_run_rolls_back() -> None:
     result, _ = run(ops)
     assert result.outcome is Outcome.ROLLED_BACK  # type: ignore[attr-defined]
     assert ops.calls[-1] == "rollback: aborted: Prometheus at http://x is unreachable"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [KeyError("value"), TypeError("'NoneType' object is not subscriptable"), ValueError("x")],
+)
+def test_any_unexpected_error_mid_run_rolls_back_too(error: Exception) -> None:
+    """Not only the tool's own errors: a bug or a library's surprise must not leave the
+    canary taking traffic."""
+    ops = FakeOps([PASS, error])
+    result, _ = run(ops)
+    assert result.outcome is Outcome.ROLLED_BACK  # type: ignore[attr-defined]
+    assert ops.calls[-1] == (
+        f"rollback: aborted by an unexpected error: {error.__class__.__name__}: {error}"
+    )
+
+
+def test_an_unexpected_error_while_promoting_rolls_back() -> None:
+    ops = FakeOps([PASS, PASS], promote_error=RuntimeError("registry client broke"))
+    result, _ = run(ops)
+    assert result.outcome is Outcome.ROLLED_BACK  # type: ignore[attr-defined]
+    assert ops.calls[-2:] == [
+        "promote",
+        "rollback: aborted by an unexpected error: RuntimeError: registry client broke",
+    ]
+
+
+def test_an_unexpected_error_in_the_rollback_is_a_failed_rollback() -> None:
+    ops = FakeOps([FAIL], rollback_error=KeyError("spec"))
+    with pytest.raises(RollbackFailedError, match=r"ROLLBACK FAILED"):
+        run(ops)
 
 
 def test_a_failed_rollback_is_loud() -> None:
