@@ -51,6 +51,6 @@ fi
 cat <<NEXT
 $job registered a new version (the JSON line above). Next:
   make canary          # roll it out behind a canary (python -m rollout), or
-  helm upgrade $RELEASE charts/mlops -n $NAMESPACE --reuse-values \\
+  helm upgrade $RELEASE charts/mlops -n $NAMESPACE --reset-then-reuse-values \\
     --set predictor.modelVersion=<version> --set predictor.canaryTrafficPercent=10
 NEXT

@@ -50,7 +50,7 @@ def test_canary_scenario_sends_ten_percent_to_a_pinned_version(
 @pytest.mark.parametrize(
     ("set_flags", "percent", "model_uri"),
     [
-        # what `helm upgrade --reuse-values --set ...` sends for each step of a rollout
+        # what `helm upgrade --reset-then-reuse-values --set ...` sends for each step of a rollout
         (
             "predictor.modelVersion=7,predictor.canaryTrafficPercent=10",
             10,
@@ -340,7 +340,7 @@ def notes_commands(notes: str) -> list[list[str]]:
         if line.startswith("HOST=$("):
             line = line.removeprefix("HOST=$(").split(")", 1)[0]
         if line.startswith(("kubectl ", "helm ")):
-            commands.append(shlex.split(line.replace("<N>", "2")))
+            commands.append(shlex.split(line.replace("<N>", "2").replace("<STABLE>", "1")))
     return commands
 
 

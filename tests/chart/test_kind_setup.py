@@ -340,3 +340,37 @@ def test_kind_up_waits_for_knative_s_webhook_before_applying_its_config(tmp_path
     core = next(i for i, c in enumerate(calls) if "serving-core.yaml" in c)
     assert core < webhook < config, calls
     assert "--for=condition=Available" in calls[webhook]
+
+
+def test_documented_helm_upgrades_do_not_use_reuse_values() -> None:
+    # With --reuse-values Helm renders against the old release's merged values, so
+    # `--set predictor.canaryTrafficPercent=null` leaves the old percent in the manifest the
+    # first time (Helm issue #30765; `reuseValues` in pkg/action/upgrade.go).
+    places = [
+        REPO_ROOT / "README.md",
+        REPO_ROOT / "charts/mlops/README.md",
+        REPO_ROOT / "charts/mlops/templates/NOTES.txt",
+        REPO_ROOT / "tests/e2e/test_kind.py",
+        *sorted((REPO_ROOT / "docs").glob("*.md")),
+        *SCRIPTS,
+    ]
+    upgrades = 0
+    for path in places:
+        text = path.read_text()
+        # As a flag in a command: followed by a flag, a line continuation or a closing quote.
+        used = re.search(r"--reuse-values(\s+--|\s*\\|\")", text)
+        assert not used, f"{path.name} uses --reuse-values"
+        upgrades += text.count("--reset-then-reuse-values")
+    assert upgrades >= 8
+
+
+def test_the_documented_rollback_restores_stable_before_dropping_the_canary_field(
+    default_render: Rendered,
+) -> None:
+    for text in (default_render.notes, (REPO_ROOT / "charts/mlops/README.md").read_text()):
+        start = text.index("anaryTrafficPercent=0\n")  # the rollback's first step
+        lines = (line.strip() for line in text[start:].splitlines())
+        steps = [line for line in lines if line.startswith(("helm ", "$H ", "kubectl "))]
+        restore = next(i for i, s in enumerate(steps) if "modelVersion=" in s)
+        assert "canaryTrafficPercent=0" in steps[restore], steps[restore]
+        assert "wait" in steps[restore + 1] and "canaryTrafficPercent=null" in steps[restore + 2]
