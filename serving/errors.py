@@ -7,8 +7,11 @@ raises, never builds a response.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
+
+logger = logging.getLogger(__name__)
 
 OK = "ok"
 INVALID = "invalid"
@@ -98,6 +101,16 @@ class ErrorInfo:
 
     def body(self) -> dict[str, str]:
         return {"error": self.message}
+
+
+def log_failure(where: str, info: ErrorInfo, exc: BaseException) -> None:
+    """One line per failed request (REST or gRPC); a traceback only for our own bugs."""
+    if info.status >= 500 and info.status != 503:
+        logger.error("%s answered %d: %s", where, info.status, exc, exc_info=exc)
+    elif info.status == 503:
+        logger.debug("%s answered 503: %s", where, info.message)
+    else:
+        logger.warning("%s rejected (%d): %s", where, info.status, info.message)
 
 
 def describe(exc: BaseException) -> ErrorInfo:

@@ -18,8 +18,28 @@ FEATURES = "features"
 LABEL = "label"
 PROBABILITIES = "probabilities"
 CLASS_NAME = "class_name"
-OUTPUT_NAMES = (LABEL, PROBABILITIES, CLASS_NAME)
 PLATFORM = "scikit-learn"
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """One output tensor of every answer: the one table the V2 metadata and every
+    encoder (JSON, binary, gRPC, KServe's InferResponse) are written from."""
+
+    name: str
+    datatype: str
+    field: str
+    """The `serving.loader.Prediction` attribute holding its values."""
+    per_class: bool = False
+    """Shape `[rows, n_classes]` rather than `[rows]`."""
+
+
+OUTPUTS = (
+    OutputTensor(LABEL, "INT64", "labels"),
+    OutputTensor(PROBABILITIES, "FP64", "probabilities", per_class=True),
+    OutputTensor(CLASS_NAME, "BYTES", "class_names"),
+)
+OUTPUT_NAMES = tuple(o.name for o in OUTPUTS)
 
 # MLflow column types and tensor dtypes → V2 datatypes (numeric ones only: the
 # predictor feeds one float64 matrix to the estimator).
@@ -60,9 +80,12 @@ class ModelSpec:
 
     def outputs(self) -> list[dict[str, Any]]:
         return [
-            {"name": LABEL, "datatype": "INT64", "shape": [-1]},
-            {"name": PROBABILITIES, "datatype": "FP64", "shape": [-1, self.n_classes]},
-            {"name": CLASS_NAME, "datatype": "BYTES", "shape": [-1]},
+            {
+                "name": o.name,
+                "datatype": o.datatype,
+                "shape": [-1, self.n_classes] if o.per_class else [-1],
+            }
+            for o in OUTPUTS
         ]
 
 

@@ -19,11 +19,10 @@ from time import perf_counter
 from typing import Any
 
 import kserve
-import numpy as np
 from kserve.metrics import PREDICT_HIST_TIME
 
 from serving import codec
-from serving.errors import InvalidModel, InvalidRequest, LoadError, ModelNotReady
+from serving.errors import InvalidModel, LoadError, ModelNotReady, UnknownModel
 from serving.loader import LoadedModel, Prediction, load_model_dir
 from serving.metrics import NO_VERSION, BoundMetrics, PredictorMetrics, default_metrics
 from serving.registry import FetchedModel, FetchProcess, Prefetch
@@ -177,6 +176,21 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
             raise ModelNotReady(f"model '{self.name}' is not ready: waiting for {self.waiting_for}")
         return active
 
+    def target(self, name: str, version: str | None = None) -> Active:
+        """The loaded version, if a request names this model (and, if it names one, the
+        loaded version): `UnknownModel` otherwise, `ModelNotReady` before a load."""
+        if name != self.name:
+            raise UnknownModel(
+                f"model {name!r} is not served here; this server serves '{self.name}'"
+            )
+        active = self.active()
+        if version and version != active.model.version:
+            raise UnknownModel(
+                f"version {version!r} of '{self.name}' is not loaded here; "
+                f"the loaded version is {active.model.version}"
+            )
+        return active
+
     def infer(self, active: Active, features: codec.FloatMatrix) -> Prediction:
         started = perf_counter()
         prediction = active.model.predict(features)
@@ -197,9 +211,9 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
         active = self.active()
         spec = active.model.spec
         if isinstance(payload, InferRequest):
-            decoded = decode_infer_request(payload, spec, self.max_batch_size)
+            decoded = codec.decode_infer_request(payload, spec, self.max_batch_size)
             prediction = self.infer(active, decoded.features)
-            return to_infer_response(prediction, decoded, self.name, active.model.version)
+            return codec.to_infer_response(prediction, decoded, self.name, active.model.version)
         features = codec.decode_v1(payload, spec, self.max_batch_size)
         return codec.encode_v1(self.infer(active, features), self.name, active.model.version)
 
@@ -210,53 +224,3 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
     def get_output_types(self) -> list[dict[str, Any]]:
         active = self._active
         return active.model.spec.outputs() if active else []
-
-
-def decode_infer_request(request: Any, spec: Any, max_batch: int) -> codec.DecodedRequest:
-    """A KServe `InferRequest` (binary REST extension) → the same validated matrix."""
-    from kserve.errors import InvalidInput
-
-    tensors = []
-    for tensor in request.inputs:
-        if tensor.datatype not in codec.NUMERIC_DATATYPES:
-            # Checked before as_numpy(): KServe raises a bare error for unknown types.
-            tensors.append(codec.Tensor(tensor.name, tensor.datatype, list(tensor.shape), []))
-            continue
-        try:
-            data = np.asarray(tensor.as_numpy()).ravel()
-        except (ValueError, TypeError, InvalidInput) as e:
-            raise InvalidRequest(
-                f"input {tensor.name!r}: its data does not fit shape {list(tensor.shape)} "
-                f"and datatype {tensor.datatype} ({e})"
-            ) from e
-        tensors.append(codec.Tensor(tensor.name, tensor.datatype, list(tensor.shape), data))
-    outputs = [o.name for o in request.request_outputs or []]
-    return codec.DecodedRequest(
-        features=codec.assemble(tensors, spec, max_batch),
-        outputs=codec.requested_outputs(outputs),
-        request_id=request.id,
-    )
-
-
-def to_infer_response(
-    prediction: Prediction, decoded: codec.DecodedRequest, model_name: str, version: str
-) -> Any:
-    from kserve.protocol.infer_type import InferOutput, InferResponse
-
-    rows = len(prediction.labels)
-    tensors = {
-        "label": InferOutput("label", [rows], "INT64", prediction.labels.tolist()),
-        "probabilities": InferOutput(
-            "probabilities",
-            list(prediction.probabilities.shape),
-            "FP64",
-            prediction.probabilities.ravel().tolist(),
-        ),
-        "class_name": InferOutput("class_name", [rows], "BYTES", list(prediction.class_names)),
-    }
-    return InferResponse(
-        response_id=decoded.request_id or "",
-        model_name=model_name,
-        model_version=version,
-        infer_outputs=[tensors[name] for name in decoded.outputs],
-    )

@@ -28,26 +28,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import codec
-from serving.errors import OK, BodyTooLarge, ErrorInfo, InvalidRequest, UnknownModel, describe
+from serving.errors import OK, BodyTooLarge, ErrorInfo, InvalidRequest, describe, log_failure
 from serving.metadata import PLATFORM
 from serving.metrics import REST, V1
-from serving.model import RegistryModel, decode_infer_request, to_infer_response
-
-logger = logging.getLogger(__name__)
+from serving.model import Active, RegistryModel
 
 JSON = "application/json"
 # KServe's binary tensor extension: the JSON part's length when raw tensors follow it.
 BINARY_HEADER = "inference-header-content-length"
-
-
-def log_failure(where: str, info: ErrorInfo, exc: BaseException) -> None:
-    """One line per failed request; a traceback only for what is our own bug."""
-    if info.status >= 500 and info.status != 503:
-        logger.error("%s answered %d: %s", where, info.status, exc, exc_info=exc)
-    elif info.status == 503:
-        logger.debug("%s answered 503: %s", where, info.message)
-    else:
-        logger.warning("%s rejected (%d): %s", where, info.status, info.message)
 
 
 def error_response(info: ErrorInfo) -> Response:
@@ -110,6 +98,9 @@ class BodyLimit:
         )
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
 class PredictorRoutes:
     """The routes in front of KServe's, bound to one `RegistryModel`."""
 
@@ -118,8 +109,8 @@ class PredictorRoutes:
         self.dataplane = dataplane
 
     def routes(self) -> list[Route]:
-        infer = self.v2_infer
-        metadata = self.v2_metadata
+        infer = self.answered(self.v2_infer, "V2 REST", REST)
+        metadata = self.answered(self.v2_metadata, "V2 REST")
         return [
             Route("/v2/models/{model_name}/infer", infer, methods=["POST"]),
             Route(
@@ -129,61 +120,57 @@ class PredictorRoutes:
             Route("/v2/models/{model_name}/versions/{model_version}", metadata, methods=["GET"]),
             Route(
                 "/v2/models/{model_name}/versions/{model_version}/ready",
-                self.v2_version_ready,
+                self.answered(self.v2_version_ready, "V2 REST"),
                 methods=["GET"],
             ),
-            Route("/v1/models/{model_name}:predict", self.v1_predict, methods=["POST"]),
+            Route(
+                "/v1/models/{model_name}:predict",
+                self.answered(self.v1_predict, "V1 REST", V1),
+                methods=["POST"],
+            ),
         ]
 
-    def _check_target(self, path_params: dict[str, Any]) -> None:
-        """The request must name this model (and, if any, its loaded version)."""
-        name = path_params["model_name"]
-        if name != self.model.name:
-            raise UnknownModel(
-                f"model {name!r} is not served here; this server serves '{self.model.name}'"
-            )
-        version = path_params.get("model_version")
-        if version is not None:
-            loaded = self.model.active().model.version
-            if version != loaded:
-                raise UnknownModel(
-                    f"version {version!r} of '{self.model.name}' is not loaded here; "
-                    f"the loaded version is {loaded}"
-                )
+    def answered(self, endpoint: Endpoint, where: str, protocol: str | None = None) -> Endpoint:
+        """`endpoint` with the failure policy: any exception becomes one `{"error": ...}`
+        response and one log line; an inference route (`protocol`) is also counted."""
+        model = self.model
+
+        async def answer(request: Request) -> Response:
+            started = perf_counter()
+            try:
+                response = await endpoint(request)
+                outcome = OK
+            except Exception as exc:
+                info = describe(exc)
+                log_failure(f"{where} {request.url.path}", info, exc)
+                response = error_response(info)
+                outcome = info.outcome
+            if protocol is not None:
+                # The loaded version's series (version "none" before a load).
+                model.metrics.request(protocol, outcome, perf_counter() - started)
+            return response
+
+        return answer
+
+    def _target(self, request: Request) -> Active:
+        params = request.path_params
+        return self.model.target(params["model_name"], params.get("model_version"))
 
     async def v2_infer(self, request: Request) -> Response:
-        started = perf_counter()
         model = self.model
-        metrics = model.metrics
-        try:
-            self._check_target(request.path_params)
-            active = model.active()
-            metrics = active.metrics
-            body = await request.body()
-            if BINARY_HEADER in request.headers:
-                content = self._binary_infer(active, request, body)
-            else:
-                spec = active.model.spec
-                decoded = codec.decode_v2(codec.parse_json(body, spec), spec, model.max_batch_size)
-                prediction = model.infer(active, decoded.features)
-                content = codec.encode_v2(
-                    prediction,
-                    decoded.outputs,
-                    model.name,
-                    active.model.version,
-                    decoded.request_id,
-                )
-            response = Response(content, media_type=JSON)
-            outcome = OK
-        except Exception as exc:
-            info = describe(exc)
-            log_failure(f"V2 REST {request.url.path}", info, exc)
-            response = error_response(info)
-            outcome = info.outcome
-        metrics.request(REST, outcome, perf_counter() - started)
-        return response
+        active = self._target(request)
+        body = await request.body()
+        if BINARY_HEADER in request.headers:
+            return Response(self._binary_infer(active, request, body), media_type=JSON)
+        spec = active.model.spec
+        decoded = codec.decode_v2(codec.parse_json(body, spec), spec, model.max_batch_size)
+        prediction = model.infer(active, decoded.features)
+        content = codec.encode_v2(
+            prediction, decoded.outputs, model.name, active.model.version, decoded.request_id
+        )
+        return Response(content, media_type=JSON)
 
-    def _binary_infer(self, active: Any, request: Request, body: bytes) -> bytes:
+    def _binary_infer(self, active: Active, request: Request, body: bytes) -> bytes:
         """KServe's binary tensor extension: rare, so KServe's own parser does it."""
         from kserve.protocol.infer_type import InferRequest
 
@@ -195,20 +182,17 @@ class PredictorRoutes:
                 f"malformed binary request ({e}); expected a JSON header of "
                 f"{BINARY_HEADER} bytes followed by the raw tensors"
             ) from e
-        decoded = decode_infer_request(infer_request, active.model.spec, self.model.max_batch_size)
+        spec = active.model.spec
+        decoded = codec.decode_infer_request(infer_request, spec, self.model.max_batch_size)
         prediction = self.model.infer(active, decoded.features)
-        response = to_infer_response(prediction, decoded, self.model.name, active.model.version)
+        response = codec.to_infer_response(
+            prediction, decoded, self.model.name, active.model.version
+        )
         rest, _ = response.to_rest()
         return orjson.dumps(rest, option=orjson.OPT_SERIALIZE_NUMPY)
 
     async def v2_metadata(self, request: Request) -> Response:
-        try:
-            self._check_target(request.path_params)
-            loaded = self.model.active().model
-        except Exception as exc:
-            info = describe(exc)
-            log_failure(f"V2 REST {request.url.path}", info, exc)
-            return error_response(info)
+        loaded = self._target(request).model
         spec = loaded.spec
         return JSONResponse(
             {
@@ -229,51 +213,33 @@ class PredictorRoutes:
 
     async def v2_version_ready(self, request: Request) -> Response:
         """KServe answers 501 for a versioned ready check; this model has one version."""
-        try:
-            self._check_target(request.path_params)
-        except Exception as exc:
-            info = describe(exc)
-            log_failure(f"V2 REST {request.url.path}", info, exc)
-            return error_response(info)
+        self._target(request)
         return JSONResponse({"name": self.model.name, "ready": True})
 
     async def v1_predict(self, request: Request) -> Response:
         """KServe's V1 route, through its data plane and `RegistryModel.predict`."""
         from kserve.errors import ModelNotReady
 
-        started = perf_counter()
-        model = self.model
-        metrics = model.metrics
         name = request.path_params["model_name"]
-        try:
-            if not await self.dataplane.model_ready(name, True):
-                raise ModelNotReady(name, f"waiting for {model.waiting_for}")
-            metrics = model.active().metrics
-            body = await request.body()
-            headers = dict(request.headers.items())
-            decoded, attributes = self.dataplane.decode(body=body, headers=headers)
-            result, response_headers = await self.dataplane.infer(
-                model_name=name, request=decoded, headers=headers
-            )
-            result, extra_headers = self.dataplane.encode(
-                model_name=name, response=result, headers=headers, req_attributes=attributes
-            )
-            response_headers.update(extra_headers)
-            response_headers.pop("content-length", None)
-            content = result if isinstance(result, bytes | str) else orjson.dumps(result)
-            response = Response(
-                content,
-                headers=response_headers,
-                media_type=response_headers.pop("content-type", JSON),
-            )
-            outcome = OK
-        except Exception as exc:
-            info = describe(exc)
-            log_failure(f"V1 REST {request.url.path}", info, exc)
-            response = error_response(info)
-            outcome = info.outcome
-        metrics.request(V1, outcome, perf_counter() - started)
-        return response
+        if not await self.dataplane.model_ready(name, True):
+            raise ModelNotReady(name, f"waiting for {self.model.waiting_for}")
+        body = await request.body()
+        headers = dict(request.headers.items())
+        decoded, attributes = self.dataplane.decode(body=body, headers=headers)
+        result, response_headers = await self.dataplane.infer(
+            model_name=name, request=decoded, headers=headers
+        )
+        result, extra_headers = self.dataplane.encode(
+            model_name=name, response=result, headers=headers, req_attributes=attributes
+        )
+        response_headers.update(extra_headers)
+        response_headers.pop("content-length", None)
+        content = result if isinstance(result, bytes | str) else orjson.dumps(result)
+        return Response(
+            content,
+            headers=response_headers,
+            media_type=response_headers.pop("content-type", JSON),
+        )
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:

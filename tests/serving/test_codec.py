@@ -222,3 +222,35 @@ def test_encode_v1_gives_one_prediction_per_instance() -> None:
             {"label": 1, "class_name": "benign", "probabilities": [0.25, 0.75]},
         ],
     }
+
+
+def test_every_encoder_writes_the_outputs_the_metadata_declares() -> None:
+    """One table of outputs: JSON, gRPC and KServe's InferResponse answer with the names,
+    datatypes and shapes `GET /v2/models/<name>` lists, with the same values."""
+    from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferResponse
+
+    decoded = codec.DecodedRequest(np.zeros((2, 3)), codec.requested_outputs(None), "r1")
+    declared = [(o["name"], o["datatype"], o["shape"]) for o in SPEC.outputs()]
+    expected_values = [[0, 1], [0.9, 0.1, 0.25, 0.75], ["malignant", "benign"]]
+
+    rest = orjson.loads(codec.encode_v2(prediction(), decoded.outputs, "bc", "7", "r1"))
+    grpc: ModelInferResponse = codec.encode_grpc(prediction(), decoded, "bc", "7")
+    infer_response = codec.to_infer_response(prediction(), decoded, "bc", "7")
+
+    def wildcard(shape: list[int]) -> list[int]:
+        return [-1, *shape[1:]]
+
+    assert [(o["name"], o["datatype"], wildcard(o["shape"])) for o in rest["outputs"]] == declared
+    assert [(o.name, o.datatype, wildcard(list(o.shape))) for o in grpc.outputs] == declared
+    assert [
+        (o.name, o.datatype, wildcard(list(o.shape))) for o in infer_response.outputs
+    ] == declared
+    assert [o["data"] for o in rest["outputs"]] == expected_values
+    assert [
+        [v.decode() for v in o.contents.bytes_contents]
+        if o.datatype == "BYTES"
+        else list(o.contents.int64_contents or o.contents.fp64_contents)
+        for o in grpc.outputs
+    ] == expected_values
+    assert [list(o.data) for o in infer_response.outputs] == expected_values
+    assert (rest["id"], grpc.id, infer_response.id) == ("r1", "r1", "r1")
