@@ -156,7 +156,7 @@ class Demo:
     def _predictor(self, name: str, uri: str, port: int, grpc_port: int) -> Service:
         s = self.s
         argv = (
-            s.python, "-m", "serving", "--model_uri", uri,
+            s.python, "-m", "serving", "--model_uri", uri, "--host", "127.0.0.1",
             "--http_port", str(port), "--grpc_port", str(grpc_port),
         )  # fmt: skip
         return Service(

@@ -114,7 +114,8 @@ def is_alive(record: Record) -> bool:
 
 
 def port_is_free(port: int) -> bool:
-    """Nothing listens on `port` (the predictor binds 0.0.0.0, so test that address)."""
+    """Nothing listens on `port`, on any interface (0.0.0.0 cannot be bound while another
+    process listens on 127.0.0.1 or on every interface)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -63,6 +63,22 @@ class UnknownModel(RequestError):
     grpc_code = "NOT_FOUND"
 
 
+class RepositoryNotServed(RequestError):
+    """The model repository extension (load, unload, index) is not mounted: the
+    predictor serves one model, fixed at start (a 404 over REST, UNIMPLEMENTED over gRPC)."""
+
+    status = 404
+    grpc_code = "UNIMPLEMENTED"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or "the model repository extension is not served: this predictor serves one "
+            "model, fixed at start by MODEL_URI; to serve another version, point MODEL_URI "
+            "(or the alias it names) at it and restart"
+        )
+
+
 # --- server-side states ------------------------------------------------------------------
 
 

@@ -21,10 +21,11 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 
 from serving import codec
-from serving.errors import OK, describe, log_failure
+from serving.errors import OK, RepositoryNotServed, describe, log_failure
 from serving.metadata import PLATFORM
 from serving.metrics import GRPC
 from serving.model import RegistryModel
+from serving.settings import grpc_address
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,21 @@ class PredictorServicer(InferenceServicer):  # type: ignore[misc]
             raise  # the interceptor turns it into a status
         model.metrics.request(GRPC, OK, perf_counter() - started)
         return response
+
+    async def RepositoryModelLoad(  # noqa: N802
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
+    ) -> NoReturn:
+        await self._no_repository(context)
+
+    async def RepositoryModelUnload(  # noqa: N802
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.ServicerContext
+    ) -> NoReturn:
+        await self._no_repository(context)
+
+    @staticmethod
+    async def _no_repository(context: grpc.ServicerContext) -> NoReturn:
+        """Deviation from KServe, whose servicer loads and unloads for anyone who asks."""
+        raise RepositoryNotServed()  # the interceptor answers UNIMPLEMENTED
 
     async def ModelMetadata(  # noqa: N802
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
@@ -90,12 +106,14 @@ class PredictorGRPCServer(GRPCServer):  # type: ignore[misc]
         model: RegistryModel,
         max_receive_bytes: int,
         grace_period: int = 30,
+        host: str | None = None,
     ) -> None:
         super().__init__(
             port, dataplane, model_repository_extension, kwargs={}, grace_period=grace_period
         )
         self.model = model
         self.max_receive_bytes = max_receive_bytes
+        self.host = host
 
     async def start(self, max_workers: int) -> None:
         self._server = aio.server(
@@ -108,7 +126,8 @@ class PredictorGRPCServer(GRPCServer):  # type: ignore[misc]
         )
         servicer = PredictorServicer(self._data_plane, self._model_repository_extension, self.model)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
-        address = f"[::]:{self._port}"
+        # Deviation from KServe, which always binds [::]: `--host` applies.
+        address = grpc_address(self.host, self._port)
         self._server.add_insecure_port(address)
         logger.info("gRPC (V2) listening on %s", address)
         await self._server.start()

@@ -1,7 +1,9 @@
 """The REST side: KServe's FastAPI application with the predictor's own routes in front.
 
-KServe keeps its server, health, V1, model-ready and repository routes. Ours come
-first and take over what KServe does slowly or wrongly for this model:
+KServe keeps its server, health, V1 and model-ready routes; its model repository
+extension (`/v2/repository/...`: load, unload, index) is not mounted, since this server
+serves one model fixed at start and anyone who can reach the port could unload it. Ours
+come first and take over what KServe does slowly or wrongly for this model:
 
 - `POST /v2/models/{name}[/versions/{v}]/infer`: JSON straight to a float64 matrix and
   back (KServe's generic path goes through pydantic, InferRequest and pandas);
@@ -28,7 +30,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import codec
-from serving.errors import OK, BodyTooLarge, ErrorInfo, InvalidRequest, describe, log_failure
+from serving.errors import (
+    OK,
+    BodyTooLarge,
+    ErrorInfo,
+    InvalidRequest,
+    RepositoryNotServed,
+    describe,
+    log_failure,
+)
 from serving.metadata import PLATFORM
 from serving.metrics import REST, V1
 from serving.model import Active, RegistryModel
@@ -249,6 +259,15 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     return error_response(info)
 
 
+REPOSITORY_PREFIX = "/v2/repository"
+REPOSITORY_PATH = REPOSITORY_PREFIX + "{rest:path}"
+REPOSITORY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+async def no_repository(request: Request) -> Response:
+    return await handle_error(request, RepositoryNotServed())
+
+
 def protocol_of(path: str) -> str | None:
     """The metrics protocol of an inference path, None for any other route."""
     if path.startswith("/v2/models/") and path.endswith("/infer"):
@@ -269,6 +288,7 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
         model_repository_extension: Any,
         http_port: int,
         max_body_bytes: int,
+        host: str | None = None,
         access_log: bool = False,
         grace_period: int = 30,
         timeout_keep_alive: int = 65,
@@ -295,6 +315,9 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
             timeout_keep_alive=timeout_keep_alive,
             event_loop=event_loop,
         )
+        if host is not None:
+            # Deviation from KServe, which always binds 0.0.0.0: `--host` applies.
+            self.config.host = host
         if not access_log:
             # What uvicorn does for access_log=False (KServe gives it no such option): a
             # logger without handlers makes uvicorn skip the access-log call entirely.
@@ -323,7 +346,16 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
 
     def _register_endpoints(self, app: FastAPI) -> None:
         app.router.routes.extend(PredictorRoutes(self.model, self.dataplane).routes())
+        app.router.routes.append(Route(REPOSITORY_PATH, no_repository, methods=REPOSITORY_METHODS))
         super()._register_endpoints(app)
+        # Deviation from KServe: its V2 router always mounts the repository extension's
+        # load and unload routes; ours, first, answers every repository path with a 404.
+        app.router.routes[:] = [
+            r
+            for r in app.router.routes
+            if not (isinstance(r, Route) and r.path.startswith(REPOSITORY_PREFIX))
+            or r.endpoint is no_repository
+        ]
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         from fastapi.exceptions import RequestValidationError

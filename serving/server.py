@@ -28,7 +28,11 @@ logger = logging.getLogger(__name__)
 
 class ReadyDataPlane(DataPlane):  # type: ignore[misc]
     """KServe's data plane, except that the server is ready only once every model is
-    (KServe's answers ready as soon as it listens)."""
+    (KServe's answers ready as soon as it listens), and `GET /v2` advertises no model
+    repository extension (KServe's always does; the predictor does not mount it)."""
+
+    def metadata(self) -> dict[str, Any]:
+        return {**super().metadata(), "extensions": []}
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models()
@@ -58,6 +62,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
             self.dataplane,
             self.model_repository_extension,
             self.settings.http_port,
+            host=self.settings.host,
             max_body_bytes=self.settings.max_body_bytes,
             access_log=self.settings.access_log,
             grace_period=self.grace_period,
@@ -81,6 +86,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
                 self.model_repository_extension,
                 model,
                 max_receive_bytes=self.settings.grpc_receive_limit,
+                host=self.settings.host,
                 grace_period=self.grace_period,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,6 +34,10 @@ class Settings:
     """Most rows one request may carry (`MAX_BATCH_SIZE`); more is a 400."""
     max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body, HTTP and gRPC (`MAX_BODY_BYTES`); more is a 413."""
+    host: str | None = None
+    """Address both servers listen on (`HOST`, `--host`): an IP address or a host name,
+    e.g. 127.0.0.1 for this machine only. Unset, as in the cluster, REST listens on
+    0.0.0.0 and gRPC on [::] (every interface, as KServe does)."""
     http_port: int = 8080
     grpc_port: int = 8081
     enable_grpc: bool = True
@@ -77,6 +83,11 @@ class Settings:
             )
         if self.registry_timeout_seconds <= 0:
             problems.append("REGISTRY_TIMEOUT_SECONDS must be positive")
+        if self.host is not None and not valid_host(self.host):
+            problems.append(
+                f"HOST {self.host!r} must be an IP address or a host name, without a scheme "
+                "or port (e.g. 127.0.0.1, ::1 or 0.0.0.0)"
+            )
         if self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
             # The image leaves uvloop out: asyncio's loop, the default, did better here.
             problems.append("--event-loop uvloop: uvloop is not installed (asyncio needs nothing)")
@@ -92,6 +103,26 @@ class Settings:
         if self.grpc_max_message_bytes is None:
             return self.max_body_bytes
         return min(self.max_body_bytes, self.grpc_max_message_bytes)
+
+
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_HOST_NAME.match(host))
+    return True
+
+
+def grpc_address(host: str | None, port: int) -> str:
+    """gRPC's `host:port`, with an IPv6 address in brackets; every interface when unset."""
+    if host is None:
+        return f"[::]:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _env_flag(value: str) -> bool:
@@ -150,6 +181,12 @@ def add_arguments(
             help=f"{text} (env {variable}; default {default_of(flag)})",
         )
     group.add_argument(
+        "--host",
+        default=env.get("HOST") or None,
+        help="address to listen on, REST and gRPC, e.g. 127.0.0.1 (env HOST; default: "
+        "every interface, 0.0.0.0 for REST and [::] for gRPC)",
+    )
+    group.add_argument(
         "--access_log",
         type=_env_flag,
         default=_env_flag(env.get("ACCESS_LOG", "false")),
@@ -173,6 +210,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         model_name=args.model_name,
         max_batch_size=args.max_batch_size,
         max_body_bytes=args.max_body_bytes,
+        host=args.host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         enable_grpc=args.enable_grpc,

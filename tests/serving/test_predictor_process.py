@@ -167,7 +167,11 @@ class Predictor:
 
 
 def start_predictor(
-    model_uri: str, tracking_uri: str, log: Path, flags: tuple[str, ...] = ()
+    model_uri: str,
+    tracking_uri: str,
+    log: Path,
+    flags: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Predictor:
     http_port, grpc_port = free_port(), free_port()
     process = start_process(
@@ -189,6 +193,7 @@ def start_predictor(
             "MODEL_NAME": SERVED_NAME,
             "MAX_BATCH_SIZE": "32",
             "LOAD_RETRY_MAX_SECONDS": "1",
+            **(env or {}),
         },
     )
     predictor = Predictor(process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")

@@ -149,6 +149,11 @@ def test_the_served_name_defaults_to_breast_cancer() -> None:
             {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m", "MAX_BATCH_SIZE": "0"},
             "MAX_BATCH_SIZE must be at least 1",
         ),
+        (
+            [],
+            {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m", "HOST": "http://h:1"},
+            "HOST 'http://h:1' must be an IP address or a host name",
+        ),
     ],
 )
 def test_unusable_settings_are_configuration_errors(
@@ -171,3 +176,24 @@ def test_grpc_message_limit_is_the_smaller_of_body_and_kserve_limits() -> None:
         Settings(**base, max_body_bytes=4096, grpc_max_message_bytes=2048).grpc_receive_limit
         == 2048
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "host", "grpc"),
+    [
+        ([], {}, None, "[::]:8081"),
+        ([], {"HOST": "127.0.0.1"}, "127.0.0.1", "127.0.0.1:8081"),
+        (["--host", "::1"], {"HOST": "127.0.0.1"}, "::1", "[::1]:8081"),
+        (["--host", "predictor.local"], {}, "predictor.local", "predictor.local:8081"),
+    ],
+)
+def test_host_comes_from_the_flag_or_the_environment_and_applies_to_grpc(
+    argv: list[str], env: dict[str, str], host: str | None, grpc: str
+) -> None:
+    from serving.settings import grpc_address
+
+    base = {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m"}
+    settings = parse(argv, {**base, **env})
+
+    assert settings.host == host
+    assert grpc_address(settings.host, settings.grpc_port) == grpc
