@@ -202,6 +202,8 @@ IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 BASE_IMAGE ?= python:3.11-slim-bookworm
 # A pip configuration file handed to the build as a secret (custom index, CA bundle).
 PIP_CONF ?=
+# The kind profile: CPU requests that fit kind's 4-CPU node (empty: the chart's defaults).
+KIND_VALUES ?= charts/mlops/ci/kind-values.yaml
 # Extra flags for `helm upgrade --install`, e.g. --set training.settings.SMOKE=true.
 HELM_ARGS ?=
 DEPLOY_TIMEOUT ?= 20m
@@ -231,6 +233,7 @@ deploy: ## helm upgrade --install the chart (the first install trains the first 
 	$(HELM) --kube-context $(KIND_CONTEXT) upgrade --install $(RELEASE) charts/mlops \
 	  --namespace $(NAMESPACE) --create-namespace --reset-then-reuse-values \
 	  --set image.repository=$(IMAGE_REPO) --set-string image.tag=$(IMAGE_TAG) \
+	  $(if $(KIND_VALUES),-f $(KIND_VALUES)) \
 	  --set modelName=$(MODEL_NAME) --timeout $(DEPLOY_TIMEOUT) $(HELM_ARGS)
 	$(KUBECTL) --context $(KIND_CONTEXT) -n $(NAMESPACE) wait inferenceservice/$(MODEL_NAME) \
 	  --for=condition=Ready --timeout=$(DEPLOY_TIMEOUT)

@@ -154,3 +154,42 @@ def test_selectors_use_only_the_stable_labels_and_match_their_pods(
         p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
     }
     assert service["spec"]["ports"][0]["targetPort"] in port_names
+
+
+def test_the_rollout_tool_may_only_get_and_patch_this_inference_service(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    rendered = rendered_scenarios["canary"]
+    [role] = rendered.of_kind("Role")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "resourceNames": [rendered.one("InferenceService")["metadata"]["name"]],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    [binding] = rendered.of_kind("RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    accounts = {a["metadata"]["name"]: a for a in rendered.of_kind("ServiceAccount")}
+    [subject] = binding["subjects"]
+    assert subject == {"kind": "ServiceAccount", "name": "mlops-rollout", "namespace": "mlops"}
+    # The tool's own account mounts its token; the one the workloads run as does not.
+    assert accounts["mlops-rollout"]["automountServiceAccountToken"] is True
+    assert accounts["mlops"]["automountServiceAccountToken"] is False
+    workloads = {pod_spec.get("serviceAccountName") for _, pod_spec, _ in all_pods(rendered)}
+    assert "mlops-rollout" not in workloads
+
+
+def test_the_rollout_rbac_is_off_by_default(default_render: Rendered) -> None:
+    assert default_render.of_kind("Role") == []
+    assert default_render.of_kind("RoleBinding") == []
+    assert [a["metadata"]["name"] for a in default_render.of_kind("ServiceAccount")] == ["mlops"]
+
+
+def all_pods(rendered: Rendered) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    return [found for obj in rendered.objects for found in containers_of(obj)]

@@ -14,6 +14,7 @@ import semver
 import yaml
 
 from tests.chart.render import Rendered, render
+from tests.chart.validation import containers_of
 from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.chart
@@ -374,3 +375,35 @@ def test_the_documented_rollback_restores_stable_before_dropping_the_canary_fiel
         restore = next(i for i, s in enumerate(steps) if "modelVersion=" in s)
         assert "canaryTrafficPercent=0" in steps[restore], steps[restore]
         assert "wait" in steps[restore + 1] and "canaryTrafficPercent=null" in steps[restore + 2]
+
+
+def cpu_millis(quantity: str | int | float) -> int:
+    text = str(quantity)
+    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+
+
+def test_the_kind_profile_fits_the_e2e_s_busiest_moment_into_a_quarter_of_the_node() -> None:
+    # The busiest moment of tests/e2e: a rollback's restored revision starting beside the
+    # stable and the rejected one (three predictor pods), while MLflow runs; a training Job
+    # and `helm test` at once. Each predictor pod has Knative's queue-proxy beside it,
+    # which requests 25m by default (config-deployment `queue-sidecar-cpu-request`).
+    assert "-f $(KIND_VALUES)" in MAKEFILE
+    profile = yaml.safe_load((REPO_ROOT / make_setting("KIND_VALUES")).read_text())
+    rendered = render(
+        {**profile, "predictor": {**profile["predictor"], "canaryTrafficPercent": 10}}
+    )
+
+    def requests(obj: dict[str, Any]) -> int:
+        return sum(cpu_millis(c["resources"]["requests"]["cpu"]) for _, _, c in containers_of(obj))
+
+    peak = (
+        requests(rendered.one("Deployment", "-mlflow"))
+        + requests(rendered.one("Job"))
+        + requests(rendered.one("Pod"))
+        + 3 * (requests(rendered.one("InferenceService")) + 25)
+    )
+    # Knative, KServe, cert-manager, kube-prometheus-stack and kind's control plane request
+    # about 2.3 CPUs of the node's 4 on their own: the chart may take one at its busiest.
+    assert peak <= 1000, f"the chart requests {peak}m CPU at the e2e's busiest moment"
+    default = render({"predictor": {"canaryTrafficPercent": 10}})
+    assert requests(default.one("InferenceService")) > requests(rendered.one("InferenceService"))

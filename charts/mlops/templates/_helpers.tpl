@@ -72,6 +72,13 @@ The ServiceAccount every pod runs as.
 {{- end }}
 
 {{/*
+The ServiceAccount (and Role, RoleBinding) of `python -m rollout` in a pod.
+*/}}
+{{- define "mlops.rollout.serviceAccountName" -}}
+{{- default (printf "%s-rollout" (include "mlops.fullname" .)) .Values.rollout.serviceAccountName }}
+{{- end }}
+
+{{/*
 Name of the MLflow Deployment, Service and volume claim.
 */}}
 {{- define "mlops.mlflow.fullname" -}}
