@@ -1,6 +1,8 @@
 """The whole thing on a kind cluster: `make kind-up images deploy`, the InferenceService
 Ready and answering V2 through Kourier, `helm test`, then a rollout driven by the chart's
-values: a canary at 10 % where both versions answer, a promotion, and a rolled-back canary.
+values: a canary at 10 % where both versions answer, a promotion, and a rolled-back canary;
+then `python -m rollout` itself (start, analyze, promote, rollback, auto) with nothing but
+the chart's rollout ServiceAccount token, so its Role is proven sufficient.
 
 Runs only against a reachable kind cluster (`make kind-up` first, or CI's workflow);
 anywhere else it is skipped with the reason. MLOPS_E2E_REQUIRED=1 turns the skip into a
@@ -14,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -37,6 +40,9 @@ MODEL = "breast-cancer"
 # A short training run whose model does not depend on timing noise: runs 2 and 3 then
 # reproduce run 1 and pass the no-regression gate.
 TRAINING_VALUES = "--set training.settings.SMOKE=true --set training.settings.LATENCY_MARGIN=0"
+# The rollout tool's own ServiceAccount and Role: the e2e runs it with that identity only.
+DEPLOY_VALUES = f"{TRAINING_VALUES} --set rollout.rbac.create=true"
+ROLLOUT_ACCOUNT = f"{RELEASE}-rollout"  # `<fullname>-rollout`; the release names the chart
 MAKE_SETTINGS = [f"CLUSTER_NAME={CLUSTER}", f"NAMESPACE={NAMESPACE}", f"RELEASE={RELEASE}"]
 
 
@@ -92,7 +98,7 @@ def deployed(kind_cluster: str) -> None:
     run("make", "kind-up", *MAKE_SETTINGS, timeout=3600)
     kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", timeout=600)
     run("make", "images", *MAKE_SETTINGS, timeout=3600)
-    run("make", "deploy", *MAKE_SETTINGS, f"HELM_ARGS={TRAINING_VALUES}", timeout=3600)
+    run("make", "deploy", *MAKE_SETTINGS, f"HELM_ARGS={DEPLOY_VALUES}", timeout=3600)
 
 
 @dataclass
@@ -294,3 +300,168 @@ def test_rolling_back_a_canary_returns_all_traffic_to_stable(ingress: Ingress) -
         assert set(ingress.versions(count=60)) == {"2"}
     assert "3" not in seen, seen
     assert seen["2"] > 0 and seen["failed"] <= seen["2"] // 100, seen
+
+
+# --- python -m rollout on the cluster, as its own ServiceAccount ---------------------------
+
+
+@dataclass
+class RolloutTool:
+    kubeconfig: str
+    tracking_uri: str
+    prometheus_url: str
+
+    def __call__(
+        self, command: str, *args: str, timeout: float = 1200
+    ) -> subprocess.CompletedProcess[str]:
+        where = [
+            "--model-name", MODEL, "--isvc", MODEL, "--namespace", NAMESPACE,
+            "--kubeconfig", self.kubeconfig, "--tracking-uri", self.tracking_uri,
+            "--prometheus-url", self.prometheus_url,
+        ]  # fmt: skip
+        return run(sys.executable, "-m", "rollout", command, *where, *args,
+                   timeout=timeout, check=False)  # fmt: skip
+
+    def champion(self) -> str:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        return str(client.get_model_version_by_alias(MODEL, "champion").version)
+
+
+def port_forward(target: str, namespace: str, port: int, folder: Any) -> tuple[str, Process]:
+    local = free_port()
+    forward = start_process(
+        ["kubectl", "--context", CONTEXT, "-n", namespace, "port-forward", target,
+         f"{local}:{port}"],
+        folder / f"{target.replace('/', '-')}.log",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{local}"
+
+    def answers() -> bool:
+        if not forward.alive():
+            return True
+        try:
+            requests.get(url, timeout=5)
+            return True
+        except requests.RequestException:
+            return False
+
+    wait_until(answers, 60, f"a port-forward to {target}")
+    assert forward.alive(), forward.log()
+    return url, forward
+
+
+@pytest.fixture(scope="module")
+def rollout_tool(deployed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolloutTool]:
+    """The tool with a kubeconfig holding only the rollout ServiceAccount's token, and
+    port-forwards to the release's MLflow and to Prometheus."""
+    folder = tmp_path_factory.mktemp("rollout")
+    token = kubectl("-n", NAMESPACE, "create", "token", ROLLOUT_ACCOUNT, "--duration=2h")
+    view = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster = view["clusters"][0]["cluster"]
+    kubeconfig = folder / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kind", "cluster": cluster}],
+                "users": [{"name": ROLLOUT_ACCOUNT, "user": {"token": token.stdout.strip()}}],
+                "contexts": [
+                    {
+                        "name": "rollout",
+                        "context": {
+                            "cluster": "kind",
+                            "user": ROLLOUT_ACCOUNT,
+                            "namespace": NAMESPACE,
+                        },
+                    }
+                ],
+                "current-context": "rollout",
+            }
+        )
+    )
+    mlflow_url, mlflow_forward = port_forward(f"svc/{RELEASE}-mlflow", NAMESPACE, 5000, folder)
+    prometheus_url, prometheus_forward = port_forward(
+        "svc/kube-prometheus-stack-prometheus", "monitoring", 9090, folder
+    )
+    try:
+        yield RolloutTool(str(kubeconfig), mlflow_url, prometheus_url)
+    finally:
+        mlflow_forward.stop()
+        prometheus_forward.stop()
+
+
+def test_the_rollout_identity_may_get_and_patch_the_inference_service_only(
+    rollout_tool: RolloutTool,
+) -> None:
+    def can(*args: str) -> str:
+        done = run("kubectl", "--kubeconfig", rollout_tool.kubeconfig, "auth", "can-i", *args,
+                   check=False, timeout=60)  # fmt: skip
+        return done.stdout.strip()
+
+    assert can("get", f"inferenceservices.serving.kserve.io/{MODEL}") == "yes"
+    assert can("patch", f"inferenceservices.serving.kserve.io/{MODEL}") == "yes"
+    assert can("delete", f"inferenceservices.serving.kserve.io/{MODEL}") == "no"
+    assert can("get", "inferenceservices.serving.kserve.io/another") == "no"
+    assert can("get", "pods") == "no"
+    assert can("get", "secrets") == "no"
+
+
+JUDGE = ["--window", "2m", "--min-requests", "50", "--match", f'namespace="{NAMESPACE}"']
+
+
+def test_rollout_start_analyze_promote(rollout_tool: RolloutTool, ingress: Ingress) -> None:
+    stable = rollout_tool.champion()
+    version = train_new_version()
+    started = rollout_tool("start", "--version", version, "--percent", "10")
+    assert started.returncode == 0, started.stdout + started.stderr
+    wait_for_split([10, 90])
+    with ingress.sampled(seconds=600) as seen:
+        time.sleep(150)  # two minutes of traffic for the analysis window, and a scrape
+        analysis = rollout_tool("analyze", *JUDGE)
+    # Pass, fail or inconclusive are verdicts; 2, 4 and 5 would be the tool failing.
+    assert analysis.returncode in (0, 1, 3), analysis.stdout + analysis.stderr
+    assert json.loads(analysis.stdout.strip().splitlines()[-1])
+    assert {stable, version} <= set(seen), seen
+    promoted = rollout_tool("promote")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    wait_for_split([100])
+    assert set(ingress.versions(count=60)) == {version}
+    assert rollout_tool.champion() == version
+
+
+def test_rollout_rollback(rollout_tool: RolloutTool, ingress: Ingress) -> None:
+    stable = rollout_tool.champion()
+    version = train_new_version()
+    started = rollout_tool("start", "--version", version, "--percent", "10")
+    assert started.returncode == 0, started.stdout + started.stderr
+    wait_for_split([10, 90])
+    assert set(ingress.versions(count=300)) == {stable, version}
+    rolled_back = rollout_tool("rollback", "--reason", "e2e: rollback drill")
+    assert rolled_back.returncode == 0, rolled_back.stdout + rolled_back.stderr
+    wait_for_split([0, 100])
+    assert set(ingress.versions(count=60)) == {stable}
+    assert rollout_tool.champion() == stable
+    # A rejected version is refused the next time (exit 2, nothing changed).
+    again = rollout_tool("start", "--version", version)
+    assert again.returncode == 2, again.stdout + again.stderr
+
+
+def test_rollout_auto_ends_promoted_or_rolled_back(
+    rollout_tool: RolloutTool, ingress: Ingress
+) -> None:
+    stable = rollout_tool.champion()
+    version = train_new_version()
+    with ingress.sampled(seconds=1500) as seen:
+        done = rollout_tool(
+            "auto", "--version", version, "--steps", "50,100", "--soak", "150",
+            "--interval", "20", "--step-timeout", "420", *JUDGE, timeout=1500,
+        )  # fmt: skip
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert version in seen, seen
+    wait_for_split([100] if done.returncode == 0 else [0, 100])
+    expected = version if done.returncode == 0 else stable
+    assert set(ingress.versions(count=60)) == {expected}
+    assert rollout_tool.champion() == expected
