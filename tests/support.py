@@ -119,9 +119,13 @@ class MlflowServer:
     root: Path
 
 
-def mlflow_server_args(root: Path, port: int, backend_uri: str | None = None) -> list[str]:
-    """`mlflow server` as the chart runs it: proxied artifacts, SQLite unless told otherwise."""
+def mlflow_server_args(
+    root: Path, port: int, backend_uri: str | None = None, *, expose_metrics: bool = False
+) -> list[str]:
+    """`mlflow server` as the chart runs it: proxied artifacts, SQLite unless told otherwise,
+    its own Prometheus metrics at /metrics when `expose_metrics` (the chart's default)."""
     backend = backend_uri or f"sqlite:///{root / 'mlflow.db'}"
+    metrics = ["--expose-prometheus", str(root / "metrics")] if expose_metrics else []
     return [
         str(BIN_DIR / "mlflow"),
         "server",
@@ -136,12 +140,18 @@ def mlflow_server_args(root: Path, port: int, backend_uri: str | None = None) ->
         str(root / "artifacts"),
         "--workers",
         "1",
+        *metrics,
     ]
 
 
 @contextmanager
 def running_mlflow(
-    root: Path, port: int | None = None, backend_uri: str | None = None, timeout: float = 90
+    root: Path,
+    port: int | None = None,
+    backend_uri: str | None = None,
+    timeout: float = 90,
+    *,
+    expose_metrics: bool = False,
 ) -> Iterator[MlflowServer]:
     """Start a real `mlflow server`, wait for /health, stop it on exit."""
     port = port or free_port()
@@ -152,7 +162,9 @@ def running_mlflow(
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     process = start_process(
-        mlflow_server_args(root, port, backend_uri), root / "mlflow.log", env=env
+        mlflow_server_args(root, port, backend_uri, expose_metrics=expose_metrics),
+        root / "mlflow.log",
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:

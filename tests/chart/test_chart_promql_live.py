@@ -30,8 +30,9 @@ from tests.support import (
 pytestmark = [pytest.mark.chart, pytest.mark.integration]
 
 MODEL = "breast-cancer"
-# Grafana's variables, as a user of the dashboard would pick them.
-GRAFANA_VARIABLES = {"$namespace": NAMESPACE, "$model_name": MODEL, "$__rate_interval": "1m"}
+REVISION = f"{MODEL}-predictor-00001"
+# The Knative revision label as the PodMonitor's podTargetLabels names it in Prometheus.
+REVISION_LABEL = "serving_knative_dev_revision"
 
 
 @dataclass
@@ -43,7 +44,8 @@ class Predictor:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     pytest.importorskip("training.pipeline")
-    with running_mlflow(tmp_path_factory.mktemp("promql-mlflow")) as server:
+    root = tmp_path_factory.mktemp("promql-mlflow")
+    with running_mlflow(root, expose_metrics=True) as server:
         done = subprocess.run(
             [PYTHON, "-m", "training", "--tracking-uri", server.url, "--model-name", MODEL,
              "--smoke", "--latency-margin", "0"],
@@ -78,48 +80,94 @@ def predictor(
         process.stop()
 
 
+def scrape_job(rendered: Rendered, monitor_suffix: str) -> str:
+    """The `job` label Prometheus gives the targets of one of the chart's PodMonitors."""
+    return f"{NAMESPACE}/{rendered.one('PodMonitor', monitor_suffix)['metadata']['name']}"
+
+
+def grafana_variables(rendered: Rendered) -> dict[str, str]:
+    """Grafana's variables, as a user of the dashboard would pick them (longest first, so
+    `$model_name` is never cut by a shorter name)."""
+    values = {
+        "$namespace": NAMESPACE,
+        "$model_name": MODEL,
+        "$predictor_job": scrape_job(rendered, "-predictor"),
+        "$mlflow_job": scrape_job(rendered, "-mlflow"),
+        "$__rate_interval": "1m",
+    }
+    return dict(sorted(values.items(), key=lambda item: -len(item[0])))
+
+
+def substitute(expr: str, variables: dict[str, str]) -> str:
+    for variable, value in variables.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
 @pytest.fixture(scope="module")
 def prometheus(
-    predictor: Predictor, default_render: Rendered, tmp_path_factory: pytest.TempPathFactory
+    registry: MlflowServer,
+    predictor: Predictor,
+    default_render: Rendered,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    """Prometheus scraping the predictor every second, with the chart's rules loaded.
+    """Prometheus scraping the predictor and MLflow every second, with the chart's rules.
 
-    The target gets the labels the PodMonitor's target would have in the cluster (job
-    `<namespace>/<PodMonitor>`, namespace, pod), so the rules select it as they would.
+    Each target gets the labels its PodMonitor's target would have in the cluster (job
+    `<namespace>/<PodMonitor>`, namespace, pod, and the predictor's Knative revision), so
+    the rules and the dashboard select it as they would.
     """
     folder = tmp_path_factory.mktemp("prometheus")
     rules = write_rules(default_render, folder)
-    monitor = default_render.one("PodMonitor", "-predictor")["metadata"]["name"]
+
+    def job(name: str, port: int, labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "job_name": name,
+            "metrics_path": "/metrics",
+            "static_configs": [
+                {"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": NAMESPACE, **labels}}
+            ],
+        }
+
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
         "scrape_configs": [
-            {
-                "job_name": f"{NAMESPACE}/{monitor}",
-                "metrics_path": "/metrics",
-                "static_configs": [
-                    {
-                        "targets": [f"127.0.0.1:{predictor.port}"],
-                        "labels": {"namespace": NAMESPACE, "pod": f"{MODEL}-predictor-00001"},
-                    }
-                ],
-            }
+            job(
+                scrape_job(default_render, "-predictor"),
+                predictor.port,
+                {"pod": f"{REVISION}-deployment-0", REVISION_LABEL: REVISION},
+            ),
+            job(scrape_job(default_render, "-mlflow"), registry.port, {"pod": "mlflow-0"}),
         ],
     }
     with running_prometheus(folder, config) as url:
         yield url
 
 
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+def query(prometheus: str, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+    params: dict[str, str | float] = {"query": expr}
+    if at is not None:
+        params["time"] = at
+    response = requests.get(f"{prometheus}/api/v1/query", params=params, timeout=10)
     body = response.json()
     assert response.status_code == 200 and body["status"] == "success", f"{expr}\n{body}"
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
 
 
-def send_traffic(predictor: Predictor, seconds: float = 4, max_requests: int = 200) -> None:
-    """Valid and invalid V2 requests for a few seconds (bounded in time and count)."""
+def send_traffic(
+    predictor: Predictor, registry: MlflowServer, seconds: float = 4, max_requests: int = 200
+) -> None:
+    """Valid and invalid V2 requests for a few seconds (bounded in time and count), and a
+    few registry look-ups, as a predictor's start makes them."""
+    for _ in range(5):
+        found = requests.get(
+            f"{registry.url}/api/2.0/mlflow/registered-models/get",
+            params={"name": MODEL},
+            timeout=10,
+        )
+        assert found.status_code == 200, found.text
     metadata = requests.get(f"{predictor.url}/v2/models/{MODEL}", timeout=10).json()
     width = int(metadata["inputs"][0]["shape"][-1])
     good = {"inputs": [{"name": "features", "shape": [2, width], "datatype": "FP64",
@@ -143,31 +191,56 @@ def rule_expressions(rendered: Rendered) -> dict[str, str]:
     }
 
 
-def dashboard_expressions(rendered: Rendered) -> dict[str, str]:
+def dashboard(rendered: Rendered) -> dict[str, Any]:
     config_map = rendered.one("ConfigMap", "-dashboard")
-    dashboard = json.loads(next(iter(config_map["data"].values())))
-    found: dict[str, str] = {}
-    for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            expr = target["expr"]
-            for variable, value in GRAFANA_VARIABLES.items():
-                expr = expr.replace(variable, value)
-            found[f"{panel['title']} / {target['refId']}"] = expr
-    for variable in dashboard["templating"]["list"]:
+    loaded: dict[str, Any] = json.loads(next(iter(config_map["data"].values())))
+    return loaded
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    expr: str
+    unit: str
+    """The panel's unit: `percentunit` promises values in [0, 1]."""
+
+
+def panel_queries(rendered: Rendered) -> dict[str, PanelQuery]:
+    """Every panel target, `<title> / <refId>`, with Grafana's variables filled in."""
+    variables = grafana_variables(rendered)
+    return {
+        f"{panel['title']} / {target['refId']}": PanelQuery(
+            substitute(target["expr"], variables), panel["fieldConfig"]["defaults"]["unit"]
+        )
+        for panel in dashboard(rendered)["panels"]
+        for target in panel.get("targets", [])  # rows hold no queries
+    }
+
+
+def dashboard_expressions(rendered: Rendered) -> dict[str, str]:
+    variables = grafana_variables(rendered)
+    found = {name: panel.expr for name, panel in panel_queries(rendered).items()}
+    for variable in dashboard(rendered)["templating"]["list"]:
         if variable["type"] == "query":
-            expr = variable["query"]["query"]
-            for name, value in GRAFANA_VARIABLES.items():
-                expr = expr.replace(name, value)
+            expr = substitute(variable["query"]["query"], variables)
             # label_values(metric, label) is Grafana's; Prometheus answers the metric part.
             found[f"variable {variable['name']}"] = expr.split("(", 1)[1].rsplit(",", 1)[0]
     return found
 
 
+def annotation_expressions(rendered: Rendered) -> dict[str, str]:
+    variables = grafana_variables(rendered)
+    return {
+        annotation["name"]: substitute(annotation["expr"], variables)
+        for annotation in dashboard(rendered)["annotations"]["list"]
+        if "expr" in annotation
+    }
+
+
 @pytest.fixture(scope="module")
-def scraped(predictor: Predictor, prometheus: str) -> str:
+def scraped(predictor: Predictor, registry: MlflowServer, prometheus: str) -> str:
     # The first scrape must come before the traffic, or every sample is the same count.
-    wait_until(lambda: bool(query(prometheus, "up == 1")), 30, "a first scrape", interval=0.5)
-    send_traffic(predictor)
+    wait_until(lambda: len(query(prometheus, "up == 1")) == 2, 30, "a first scrape", interval=0.5)
+    send_traffic(predictor, registry)
     increase = f'increase(inference_requests_total{{model_name="{MODEL}"}}[1m]) > 0'
     wait_until(lambda: bool(query(prometheus, increase)), 30, "the traffic in Prometheus", 0.5)
     return prometheus
@@ -208,7 +281,14 @@ def test_every_dashboard_expression_evaluates_and_shows_the_traffic(
     scraped: str, default_render: Rendered
 ) -> None:
     expressions = dashboard_expressions(default_render)
-    assert len(expressions) >= 10
+    assert len(expressions) >= 25
+    # The recording rules the stat row reads need a first evaluation with the traffic.
+    wait_until(
+        lambda: bool(query(scraped, "model_version:inference_request_duration_seconds:p99_5m")),
+        30,
+        "the recording rules to evaluate",
+        interval=0.5,
+    )
     empty = [name for name, expr in expressions.items() if not query(scraped, expr)]
     # Every series exists from the first scrape (the error counter at 0), so every panel
     # has data after real traffic.
@@ -216,9 +296,76 @@ def test_every_dashboard_expression_evaluates_and_shows_the_traffic(
     answered = query(scraped, expressions["Requests per second by model version / A"])
     # `none` is the predictor's series for requests before any model loaded: at rate 0.
     assert {s["metric"]["model_version"] for s in answered if float(s["value"][1]) > 0} == {"1"}
-    classes = query(scraped, expressions["Predicted-class mix by model version / A"])
-    assert {s["metric"]["class_name"] for s in classes} <= {"malignant", "benign"}
-    assert classes
+    served = query(scraped, expressions["Served versions (pods) / A"])
+    assert [(s["metric"]["model_version"], s["value"][1]) for s in served] == [("1", "1")]
+    revisions = query(scraped, expressions["Requests per second by revision / A"])
+    assert {s["metric"][REVISION_LABEL] for s in revisions} == {REVISION}
+    memory = query(scraped, expressions["Memory per predictor pod / A"])
+    assert all(50e6 < float(s["value"][1]) < 4e9 for s in memory), memory
+    restarts = query(scraped, expressions["Restarts per predictor pod (1h) / A"])
+    assert [float(s["value"][1]) for s in restarts] == [0.0]
+    statuses = query(scraped, expressions["MLflow requests per second by status / A"])
+    assert "200" in {s["metric"]["status"] for s in statuses}
+
+
+def test_every_ratio_panel_yields_values_between_0_and_1(
+    scraped: str, default_render: Rendered
+) -> None:
+    """A `percentunit` panel shows 1.0 as 100 %: a raw rate there reads as thousands of %."""
+    ratios = {
+        n: p.expr for n, p in panel_queries(default_render).items() if p.unit == "percentunit"
+    }
+    assert len(ratios) >= 6, sorted(ratios)
+    wait_until(
+        lambda: bool(query(scraped, "model_version:inference_requests:rate5m")),
+        30,
+        "the recording rules to evaluate",
+        interval=0.5,
+    )
+    outside: dict[str, list[float]] = {}
+    for name, expr in ratios.items():
+        values = [float(sample["value"][1]) for sample in query(scraped, expr)]
+        # NaN (0 / 0) fails the comparison too: a ratio panel must drop empty versions.
+        if not all(0.0 <= value <= 1.0 for value in values):
+            outside[name] = values
+    assert outside == {}, outside
+
+
+def test_the_class_mix_gives_each_version_shares_that_add_up_to_one(
+    scraped: str, default_render: Rendered
+) -> None:
+    expr = panel_queries(default_render)["Predicted-class mix by model version / A"].expr
+    shares: dict[str, dict[str, float]] = {}
+    for sample in query(scraped, expr):
+        labels = sample["metric"]
+        shares.setdefault(labels["model_version"], {})[labels["class_name"]] = float(
+            sample["value"][1]
+        )
+    # The traffic's rows are all zeros and all ones: one of each class, half the rows each.
+    assert set(shares) == {"1"}
+    assert set(shares["1"]) <= {"malignant", "benign"}
+    assert sum(shares["1"].values()) == pytest.approx(1.0)
+    panel = next(
+        p for p in dashboard(default_render)["panels"] if p["title"].startswith("Predicted")
+    )
+    assert panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "none"
+
+
+def test_the_rollout_annotations_mark_the_version_s_start_and_stay_quiet_after(
+    scraped: str, default_render: Rendered
+) -> None:
+    annotations = annotation_expressions(default_render)
+    assert set(annotations) == {"Version starts serving", "Version stops serving", "Alerts firing"}
+    # Seconds after the first scrape that saw the model, v1 has just started serving ...
+    started_at = min(
+        float(s["value"][1])
+        for s in query(scraped, "min_over_time(timestamp(inference_model_info)[5m:1s])")
+    )
+    starts = query(scraped, annotations["Version starts serving"], at=started_at + 2)
+    assert [s["metric"]["model_version"] for s in starts] == ["1"]
+    # ... and now, with the same version served throughout, nothing stops and no alert fires.
+    assert query(scraped, annotations["Version stops serving"]) == []
+    assert query(scraped, annotations["Alerts firing"]) == []
 
 
 def test_the_smoke_request_script_gets_both_rows_right(predictor: Predictor) -> None:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.render import Rendered, write_rule_groups, write_rules
-from tests.support import require_binary
+from tests.chart.render import Rendered, render, write_rule_groups, write_rules
+from tests.support import REPO_ROOT, require_binary
+from tests.test_docs import anchors
 
 pytestmark = pytest.mark.chart
 
@@ -93,3 +94,33 @@ def test_promtool_tests_fail_when_an_expectation_is_wrong(
     done = promtool_test_rules(tmp_path)
     assert done.returncode != 0
     assert "InferenceErrorRatioHigh" in done.stdout + done.stderr
+
+
+def test_every_alert_links_its_own_section_of_the_runbook(default_render: Rendered) -> None:
+    runbook = REPO_ROOT / "docs" / "runbook.md"
+    base = default_render.values["monitoring"]["prometheusRule"]["runbookUrl"]
+    rule = default_render.one("PrometheusRule")
+    links = {
+        r["alert"]: r["annotations"].get("runbook_url", "")
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+        if "alert" in r
+    }
+    assert links and all(link.startswith(f"{base}#") for link in links.values()), links
+    sections = anchors(runbook)
+    missing = {alert: link for alert, link in links.items() if link.split("#")[1] not in sections}
+    assert missing == {}, f"docs/runbook.md has no section for {missing}"
+
+
+def test_the_runbook_url_follows_the_value() -> None:
+    base = "https://git.example.com/mlops/blob/main/docs/runbook.md"
+    rendered = render({"monitoring": {"prometheusRule": {"runbookUrl": base}}})
+    rule = rendered.one("PrometheusRule")
+    urls = [
+        r["annotations"]["runbook_url"]
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
+    assert f"{base}#inferencepredictordown" in urls
+    assert all(url.startswith(base) for url in urls)

@@ -324,10 +324,51 @@ def test_the_dashboard_is_found_by_the_grafana_sidecar_and_shows_what_matters(
         "p50 and p99",
         "predicted-class",
         "canary vs stable",
+        "served versions",
+        "traffic share per version",
+        "ready predictor pods",
+        "by revision",
+        "cpu per predictor pod",
+        "memory per predictor pod",
+        "restarts per predictor pod",
+        "mlflow requests",
     ):
-        assert topic in titles
-    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    assert all("model_version" in e for e in exprs), "every panel splits by model version"
+        assert topic in titles, topic
+    # The version rows split every query by model version (pod counts aside).
+    rows: dict[str, list[dict[str, Any]]] = {}
+    row = ""
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            row = panel["title"]
+        else:
+            rows.setdefault(row, []).append(panel)
+    assert list(rows) == [
+        "Now",
+        "Stable vs canary",
+        "Per Knative revision",
+        "Predictor pods",
+        "MLflow server",
+    ]
+    by_version = [
+        target["expr"]
+        for panel in rows["Now"] + rows["Stable vs canary"]
+        if panel["title"] != "Ready predictor pods"
+        for target in panel["targets"]
+    ]
+    assert all("model_version" in e for e in by_version), "every version panel splits by version"
+    assert all(
+        "serving_knative_dev_revision" in t["expr"]
+        for p in rows["Per Knative revision"]
+        for t in p["targets"]
+    )
+    # Stacking would add the versions' shares (or rates) onto each other.
+    stacked = [
+        p["title"]
+        for p in dashboard["panels"]
+        if p["type"] == "timeseries"
+        and p["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] != "none"
+    ]
+    assert stacked == []
 
 
 # --- NOTES.txt -------------------------------------------------------------------------
