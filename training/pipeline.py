@@ -19,8 +19,8 @@ import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
-from contract import model_format
-from training import registry
+from contract import model_format, onnx_format
+from training import onnx_export, registry
 from training.candidates import build_candidates
 from training.data import Dataset, load_dataset
 from training.errors import ConfigError
@@ -40,7 +40,7 @@ from training.gates import (
     cv_stability_gate,
     failed,
 )
-from training.search import SearchResult, choose, measure_latencies, search
+from training.search import Predict, SearchResult, choose, measure_latencies, search
 from training.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ class Summary:
     data_sha256: str
     dataset: str
     reasons: list[str] = field(default_factory=list)
+    serving_runtime: str = onnx_format.SKLEARN
+    """The runtime the version may be served with (`onnx` once its ONNX copy passed)."""
+    onnx_parity: str = onnx_format.NOT_CONVERTED
     duration_seconds: float = 0.0
 
     def to_json(self) -> str:
@@ -129,12 +132,15 @@ def run(settings: TrainingSettings) -> Summary:
 
     with mlflow.start_run(run_name=f"train-{settings.model_name}") as parent:
         log_run_settings(data, split, settings)
-        results = search_families(split, settings, critical)
+        results, conversions = search_families(split, settings, critical)
         chosen = choose_family(results, settings)
         tested = score_on_test_split(chosen, split, critical)
+        onnx_copy = prove_onnx_copy(chosen, conversions.get(chosen.family), split, settings)
         verdict = gate(client, tested, split, settings, critical)
         log_report(tested.evaluation, data, critical)
-        version, aliases = register(client, data, split, tested, verdict, settings, critical)
+        version, aliases = register(
+            client, data, split, tested, verdict, settings, critical, onnx_copy
+        )
 
         summary = Summary(
             status="registered" if verdict.passed else "rejected",
@@ -151,6 +157,8 @@ def run(settings: TrainingSettings) -> Summary:
             dataset=data.name,
             reasons=verdict.reasons,
             duration_seconds=round(time.monotonic() - started, 2),
+            serving_runtime=onnx_copy.record.serving_runtime,
+            onnx_parity=onnx_copy.record.parity,
         )
         mlflow.log_dict(json.loads(summary.to_json()), "run_summary.json")
     return summary
@@ -232,12 +240,25 @@ def log_run_settings(data: Dataset, split: Split, settings: TrainingSettings) ->
 
 def search_families(
     split: Split, settings: TrainingSettings, critical: Critical
-) -> list[SearchResult]:
-    """Search every candidate family's grid with CV, time each one's predictions, and log
-    each family in a nested run."""
+) -> tuple[list[SearchResult], dict[str, bytes]]:
+    """Search every candidate family's grid with CV, convert each one to ONNX, time each
+    one's predictions with the runtime it would be served with, and log each family in a
+    nested run. The families' ONNX conversions, by family (those that converted)."""
     searched = [
         _search(candidate, split, settings, critical)
         for candidate in build_candidates(settings.candidates, settings.smoke, settings.seed)
+    ]
+    # Parity on training rows here: the choice never looks at the test split. The chosen
+    # family's copy is proven again on the test split (`prove_onnx_copy`).
+    copies = [
+        onnx_export.export(result.estimator, split.x_train, settings.onnx_parity_tolerance)
+        for result, _ in searched
+    ]
+    predictors: list[tuple[str, Predict]] = [
+        (onnx_format.ONNX, onnx_format.OnnxClassifier(copy.model).predict_proba)
+        if copy.servable and copy.model is not None
+        else (onnx_format.SKLEARN, result.estimator.predict_proba)
+        for (result, _), copy in zip(searched, copies, strict=True)
     ]
     # One native thread, as the predictor runs them.
     with threadpool_limits(limits=1):
@@ -245,10 +266,16 @@ def search_families(
             [result for result, _ in searched],
             split.x_train[:1],
             50 if settings.smoke else 200,
+            predictors=predictors,
         )
-    for result, (_, seconds) in zip(results, searched, strict=True):
-        _log_candidate(result, seconds, critical.name)
-    return results
+    for result, (_, seconds), copy in zip(results, searched, copies, strict=True):
+        _log_candidate(result, seconds, critical.name, copy)
+    conversions = {
+        result.family: copy.model
+        for result, copy in zip(results, copies, strict=True)
+        if copy.model is not None
+    }
+    return results, conversions
 
 
 def choose_family(results: list[SearchResult], settings: TrainingSettings) -> SearchResult:
@@ -256,10 +283,11 @@ def choose_family(results: list[SearchResult], settings: TrainingSettings) -> Se
 
     chosen = choose(results, settings.latency_margin)
     logger.info(
-        "chose %s (CV ROC AUC %.4f, predict %.3f ms/row)",
+        "chose %s (CV ROC AUC %.4f, predict %.3f ms/row with %s)",
         chosen.family,
         chosen.cv_score_mean,
         chosen.predict_latency_ms,
+        chosen.serving_runtime,
     )
     mlflow.log_params({"chosen_family": chosen.family})
     mlflow.log_params({f"best_{k}": v for k, v in chosen.best_params.items()})
@@ -281,6 +309,32 @@ def score_on_test_split(chosen: SearchResult, split: Split, critical: Critical) 
     }
     mlflow.log_metrics(metrics)
     return Tested(chosen, evaluation, metrics)
+
+
+def prove_onnx_copy(
+    chosen: SearchResult, converted: bytes | None, split: Split, settings: TrainingSettings
+) -> onnx_export.OnnxExport:
+    """The parity gate of the chosen model's ONNX copy, on the held-out split: its figures
+    are logged as metrics; a copy that converted but failed is kept with the run (not the
+    model) for whoever looks into it."""
+    import mlflow
+
+    copy = onnx_export.export(
+        chosen.estimator, split.x_test, settings.onnx_parity_tolerance, model=converted
+    )
+    record = copy.record
+    mlflow.log_metrics(
+        {**(copy.parity.metrics() if copy.parity else {}), "onnx_export_seconds": copy.seconds}
+    )
+    mlflow.set_tags({"serving_runtime": record.serving_runtime, "onnx_parity": record.parity})
+    if copy.model is not None and not copy.servable:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(onnx_format.ONNX_FILE).name
+            path.write_bytes(copy.model)
+            mlflow.log_artifact(str(path), artifact_path="onnx_failed_parity")
+    log = logger.info if copy.servable else logger.warning
+    log("%s: serves with %s (%s)", chosen.family, record.serving_runtime, record.reason)
+    return copy
 
 
 def gate(
@@ -321,13 +375,14 @@ def register(
     verdict: Verdict,
     settings: TrainingSettings,
     critical: Critical,
+    onnx_copy: onnx_export.OnnxExport,
 ) -> tuple[registry.RegisteredVersion, list[str]]:
     """Log the model, register it as a new version (passed or rejected, tagged and
     described as such) and, if it passed, move `@challenger` (and `@champion` when there
     is none yet). The version and the aliases moved."""
     import mlflow
 
-    model_info = _log_model(tested.chosen, data, split, settings.critical_class)
+    model_info = _log_model(tested.chosen, data, split, settings.critical_class, onnx_copy)
     evaluation = tested.evaluation
     tags = {
         "data_sha256": data.sha256,
@@ -336,6 +391,10 @@ def register(
         "gate_status": "passed" if verdict.passed else "rejected",
         f"test_{critical.name}": f"{evaluation.critical_recall:.4f}",
         "test_roc_auc": f"{evaluation.roc_auc:.4f}",
+        # The runtime the predictor may serve this version with, and why.
+        "serving_runtime": onnx_copy.record.serving_runtime,
+        "onnx_parity": onnx_copy.record.parity,
+        "onnx_parity_detail": onnx_copy.record.reason[:5000],
     }
     if not verdict.passed:
         tags["rejection_reason"] = "; ".join(verdict.reasons)[:5000]
@@ -369,12 +428,23 @@ def _search(
     return result, time.monotonic() - started
 
 
-def _log_candidate(result: SearchResult, search_seconds: float, critical_name: str) -> None:
+def _log_candidate(
+    result: SearchResult,
+    search_seconds: float,
+    critical_name: str,
+    onnx_copy: onnx_export.OnnxExport,
+) -> None:
     """One family in a nested run, so the UI compares families side by side."""
     import mlflow
 
     with mlflow.start_run(run_name=result.family, nested=True):
-        mlflow.set_tag("family", result.family)
+        mlflow.set_tags(
+            {
+                "family": result.family,
+                "serving_runtime": result.serving_runtime,
+                "onnx_parity": onnx_copy.record.parity,
+            }
+        )
         mlflow.log_params({"family": result.family, **result.best_params})
         mlflow.log_metrics(
             {
@@ -385,11 +455,17 @@ def _log_candidate(result: SearchResult, search_seconds: float, critical_name: s
                 "predict_latency_ms": result.predict_latency_ms,
                 "search_seconds": search_seconds,
                 "grid_size": len(result.trials),
+                "onnx_export_seconds": onnx_copy.seconds,
+                **(
+                    {"onnx_train_" + k: v for k, v in onnx_copy.parity.metrics().items()}
+                    if onnx_copy.parity
+                    else {}
+                ),
             }
         )
         mlflow.log_dict({"trials": result.trials}, "cv_results.json")
     logger.info(
-        "%s: CV ROC AUC %.4f ± %.4f, %s %.4f ± %.4f, %.3f ms/row, %d grid points",
+        "%s: CV ROC AUC %.4f ± %.4f, %s %.4f ± %.4f, %.3f ms/row with %s, %d grid points",
         result.family,
         result.cv_score_mean,
         result.cv_score_std,
@@ -397,6 +473,7 @@ def _log_candidate(result: SearchResult, search_seconds: float, critical_name: s
         result.cv_recall_mean,
         result.cv_recall_std,
         result.predict_latency_ms,
+        result.serving_runtime,
         len(result.trials),
     )
 
@@ -416,7 +493,35 @@ def _score_champion(
     return ChampionComparison(champion.version, scored.roc_auc, scored.critical_recall)
 
 
-def _log_model(chosen: SearchResult, data: Dataset, split: Split, critical_class: str) -> Any:
+def _log_model(
+    chosen: SearchResult,
+    data: Dataset,
+    split: Split,
+    critical_class: str,
+    onnx_copy: onnx_export.OnnxExport,
+) -> Any:
+    """The sklearn flavor in skops, with the ONNX copy (when it passed parity) as an extra
+    file of the same model folder and its record in the metadata (contract.onnx_format)."""
+    with tempfile.TemporaryDirectory() as folder:
+        extra_files = None
+        if onnx_copy.servable and onnx_copy.model is not None:
+            path = Path(folder) / Path(onnx_format.ONNX_FILE).name
+            path.write_bytes(onnx_copy.model)
+            extra_files = [str(path)]
+        metadata = {
+            **model_format.model_metadata(data.class_names, critical_class),
+            onnx_format.METADATA_KEY: onnx_copy.record.as_metadata(),
+        }
+        return _log_sklearn_model(chosen, data, split, metadata, extra_files)
+
+
+def _log_sklearn_model(
+    chosen: SearchResult,
+    data: Dataset,
+    split: Split,
+    metadata: dict[str, Any],
+    extra_files: list[str] | None,
+) -> Any:
     import mlflow.sklearn
     import pandas as pd
     from mlflow.models import infer_signature
@@ -432,7 +537,8 @@ def _log_model(chosen: SearchResult, data: Dataset, split: Split, critical_class
             name=model_format.ARTIFACT_PATH,
             signature=signature,
             input_example=example,
-            metadata=model_format.model_metadata(data.class_names, critical_class),
+            metadata=metadata,
+            extra_files=extra_files,
             serialization_format=model_format.SERIALIZATION_FORMAT,
             skops_trusted_types=list(model_format.TRUSTED_TYPES),
             # Stated, not inferred: inference re-loads the model in a subprocess (seconds).

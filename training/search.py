@@ -4,7 +4,7 @@ choice between families: best CV score, with predict latency breaking near-ties.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,9 +44,13 @@ class SearchResult:
     trials: list[dict[str, Any]]
     """Every grid point with its CV scores, for the run's artifact."""
     predict_latency_ms: float = float("nan")
-    """Fastest of repeated `predict_proba` calls on one row: the model's own cost per
-    request, and (unlike a mean or median) barely moved by a busy machine. Set by
-    `measure_latencies`, which times all families in turns."""
+    """Fastest of repeated one-row predictions with the runtime the family would be
+    served with: the model's own cost per request, and (unlike a mean or median) barely
+    moved by a busy machine. Set by `measure_latencies`, which times all families in
+    turns."""
+    serving_runtime: str = "sklearn"
+    """The runtime `predict_latency_ms` was measured with: `onnx` where the family's ONNX
+    copy passed parity (it would be served with ONNX Runtime), else `sklearn`."""
 
 
 def search(
@@ -98,23 +102,39 @@ def search(
     )
 
 
+Predict = Callable[[npt.NDArray[np.float64]], object]
+"""Class probabilities of some rows, with one runtime."""
+
+
 def measure_latencies(
-    results: Sequence[SearchResult], row: npt.NDArray[np.float64], repeats: int, rounds: int = 5
+    results: Sequence[SearchResult],
+    row: npt.NDArray[np.float64],
+    repeats: int,
+    rounds: int = 5,
+    predictors: Sequence[tuple[str, Predict]] | None = None,
 ) -> list[SearchResult]:
-    """Each family's single-row `predict_proba` latency, timed in turns (a few calls of
-    each, `rounds` times over): a busy spell then slows every family alike, and their
-    ratio, which decides the choice, holds. Timed one family after another, a run under
-    load once chose another family than the same run on a quiet machine."""
-    for result in results:
-        result.estimator.predict_proba(row)  # warm-up: first calls pay one-off allocations
+    """Each family's single-row prediction latency, timed in turns (a few calls of each,
+    `rounds` times over): a busy spell then slows every family alike, and their ratio,
+    which decides the choice, holds. Timed one family after another, a run under load
+    once chose another family than the same run on a quiet machine.
+
+    `predictors` gives, per family, the runtime it would be served with and its predict
+    function; by default scikit-learn's `predict_proba`."""
+    if predictors is None:
+        predictors = [("sklearn", r.estimator.predict_proba) for r in results]
+    for _, predict in predictors:
+        predict(row)  # warm-up: first calls pay one-off allocations
     fastest = [float("inf")] * len(results)
     for _ in range(rounds):
-        for i, result in enumerate(results):
+        for i, (_, predict) in enumerate(predictors):
             for _ in range(max(1, repeats // rounds)):
                 start = time.perf_counter()
-                result.estimator.predict_proba(row)
+                predict(row)
                 fastest[i] = min(fastest[i], time.perf_counter() - start)
-    return [replace(r, predict_latency_ms=s * 1000) for r, s in zip(results, fastest, strict=True)]
+    return [
+        replace(r, predict_latency_ms=s * 1000, serving_runtime=runtime)
+        for r, s, (runtime, _) in zip(results, fastest, predictors, strict=True)
+    ]
 
 
 # Latencies closer than this factor count as equal, so timing noise cannot flip a choice.

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from contract.onnx_format import DEFAULT_TOLERANCE
 from training.errors import ConfigError
 
 CANDIDATE_FAMILIES = ("logreg", "random_forest", "hist_gradient_boosting")
@@ -44,6 +45,10 @@ class TrainingSettings:
     """A small search for CI and demos."""
     registry_timeout: float = 120.0
     """Seconds to wait for MLflow to answer before giving up with exit code 4."""
+    onnx_parity_tolerance: float = DEFAULT_TOLERANCE
+    """Largest difference of any probability allowed between the model's ONNX copy (run
+    by ONNX Runtime) and scikit-learn on the test split; beyond it (or with any label
+    different) the version is served with scikit-learn."""
     n_jobs: int = 1
     """Parallel CV fits, and the native threads of each fit (OpenMP, BLAS): 1 keeps a
     Kubernetes pod within its CPU limit instead of oversubscribing the node's cores."""
@@ -64,6 +69,10 @@ class TrainingSettings:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 problems.append(f"--{name.replace('_', '-')} must be within [0, 1], got {value}")
+        if not 0 <= self.onnx_parity_tolerance < 1:
+            problems.append(
+                f"--onnx-parity-tolerance must be within [0, 1), got {self.onnx_parity_tolerance}"
+            )
         if self.registry_timeout <= 0:
             problems.append("--registry-timeout must be positive")
         if problems:
@@ -112,6 +121,11 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     add("--latency-margin", float, "CV-score margin within which the faster candidate wins")
     add("--registry-timeout", float, "seconds to wait for MLflow before exit 4")
     add("--n-jobs", int, "parallel CV fits")
+    add(
+        "--onnx-parity-tolerance",
+        float,
+        "largest ONNX-vs-scikit-learn probability difference for serving with ONNX Runtime",
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",

@@ -22,6 +22,11 @@ def test_environment_sets_defaults_and_flags_override_them() -> None:
     assert parse([], {}).seed == TrainingSettings().seed
 
 
+def test_onnx_parity_tolerance_defaults_to_1e_6_and_reads_its_variable() -> None:
+    assert parse([]).onnx_parity_tolerance == 1e-6
+    assert parse([], {"ONNX_PARITY_TOLERANCE": "1e-4"}).onnx_parity_tolerance == 1e-4
+
+
 def test_candidates_come_from_a_comma_separated_list() -> None:
     assert parse(["--candidates", "logreg, random_forest"]).candidates == (
         "logreg",
@@ -36,6 +41,7 @@ def test_candidates_come_from_a_comma_separated_list() -> None:
         (["--candidates", "svm"], "--candidates svm: choose from logreg"),
         (["--min-malignant-recall", "1.5"], "--min-malignant-recall must be within"),
         (["--test-size", "0"], "--test-size must be between 0 and 1"),
+        (["--onnx-parity-tolerance", "-1e-6"], "--onnx-parity-tolerance must be within"),
     ],
 )
 def test_bad_settings_are_config_errors(argv: list[str], message: str) -> None:
