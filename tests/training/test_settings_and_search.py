@@ -41,7 +41,7 @@ def test_candidates_come_from_a_comma_separated_list() -> None:
         (["--candidates", "svm"], "--candidates svm: choose from logreg"),
         (["--min-malignant-recall", "1.5"], "--min-malignant-recall must be within"),
         (["--test-size", "0"], "--test-size must be between 0 and 1"),
-        (["--onnx-parity-tolerance", "-1e-6"], "--onnx-parity-tolerance must be within"),
+        (["--onnx-parity-tolerance=-1e-6"], "--onnx-parity-tolerance must be within"),
     ],
 )
 def test_bad_settings_are_config_errors(argv: list[str], message: str) -> None:
