@@ -39,6 +39,7 @@ from serving.errors import (
     describe,
     log_failure,
 )
+from serving.http_protocol import protocol_class
 from serving.metadata import PLATFORM
 from serving.metrics import REST, V1
 from serving.model import Active, RegistryModel
@@ -289,6 +290,9 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
         http_port: int,
         max_body_bytes: int,
         host: str | None = None,
+        max_header_bytes: int = 32 * 1024,
+        max_header_count: int = 100,
+        drain_seconds: float = 2.0,
         access_log: bool = False,
         grace_period: int = 30,
         timeout_keep_alive: int = 65,
@@ -318,6 +322,8 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
         if host is not None:
             # Deviation from KServe, which always binds 0.0.0.0: `--host` applies.
             self.config.host = host
+        # Deviations from uvicorn (a bounded request head, a draining shutdown): see there.
+        self.config.http = protocol_class(max_header_bytes, max_header_count, drain_seconds)
         if not access_log:
             # What uvicorn does for access_log=False (KServe gives it no such option): a
             # logger without handlers makes uvicorn skip the access-log call entirely.

@@ -38,6 +38,14 @@ class Settings:
     """Address both servers listen on (`HOST`, `--host`): an IP address or a host name,
     e.g. 127.0.0.1 for this machine only. Unset, as in the cluster, REST listens on
     0.0.0.0 and gRPC on [::] (every interface, as KServe does)."""
+    max_header_bytes: int = 32 * 1024
+    """Largest HTTP request head, request line and headers (`MAX_HEADER_BYTES`); more is
+    a 431."""
+    max_header_count: int = 100
+    """Most header fields of one HTTP request (`MAX_HEADER_COUNT`); more is a 431."""
+    drain_seconds: float = 2.0
+    """After SIGTERM, how long an idle keep-alive connection stays open for one last
+    request, answered with `Connection: close` (`DRAIN_SECONDS`); within the grace period."""
     http_port: int = 8080
     grpc_port: int = 8081
     enable_grpc: bool = True
@@ -81,6 +89,7 @@ class Settings:
                 "need 0 < LOAD_RETRY_INITIAL_SECONDS <= LOAD_RETRY_MAX_SECONDS, got "
                 f"{self.load_retry_initial_seconds} and {self.load_retry_max_seconds}"
             )
+        problems += self._http_problems()
         if self.registry_timeout_seconds <= 0:
             problems.append("REGISTRY_TIMEOUT_SECONDS must be positive")
         if self.host is not None and not valid_host(self.host):
@@ -93,6 +102,19 @@ class Settings:
             problems.append("--event-loop uvloop: uvloop is not installed (asyncio needs nothing)")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _http_problems(self) -> list[str]:
+        problems = []
+        if self.max_header_bytes < 1024:
+            problems.append(f"MAX_HEADER_BYTES must be at least 1024, got {self.max_header_bytes}")
+        if self.max_header_count < 8:
+            problems.append(f"MAX_HEADER_COUNT must be at least 8, got {self.max_header_count}")
+        if not 0 <= self.drain_seconds < self.grace_period:
+            problems.append(
+                f"need 0 <= DRAIN_SECONDS < the grace period ({self.grace_period}s), "
+                f"got {self.drain_seconds}"
+            )
+        return problems
 
     @property
     def model_ref(self) -> ModelRef:
@@ -169,6 +191,13 @@ def add_arguments(
     for flag, kind, text in (
         ("max_batch_size", int, "most rows per request"),
         ("max_body_bytes", int, "largest request body in bytes (HTTP and gRPC)"),
+        ("max_header_bytes", int, "largest HTTP request head (request line and headers)"),
+        ("max_header_count", int, "most header fields of one HTTP request"),
+        (
+            "drain_seconds",
+            float,
+            "after SIGTERM, how long idle connections wait for a last request",
+        ),
         ("load_retry_initial_seconds", float, "first wait after a failed model load"),
         ("load_retry_max_seconds", float, "longest wait between model load attempts"),
         ("registry_timeout_seconds", float, "timeout of one registry call"),
@@ -210,6 +239,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         model_name=args.model_name,
         max_batch_size=args.max_batch_size,
         max_body_bytes=args.max_body_bytes,
+        max_header_bytes=args.max_header_bytes,
+        max_header_count=args.max_header_count,
+        drain_seconds=args.drain_seconds,
         host=args.host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,

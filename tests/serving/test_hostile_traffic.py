@@ -5,7 +5,11 @@ stall it, or grow its memory. Each load phase is bounded in count and time."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
+import json
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,3 +189,108 @@ def test_host_binds_both_servers_to_that_address_only(
         assert ports == {http_port: "127.0.0.1", grpc_port: "127.0.0.1"}
     finally:
         running.process.stop()
+
+
+# --- 4. the request head is bounded --------------------------------------------------------
+
+
+def test_a_head_past_the_byte_limit_is_a_431_with_a_v2_error(predictor: Predictor) -> None:
+    response = requests.get(
+        predictor.http + "/v2/health/ready", timeout=10, headers={"x-big": "a" * 40_000}
+    )
+
+    assert response.status_code == 431
+    assert "request head exceeds 32768 bytes" in response.json()["error"]
+    assert response.headers["connection"] == "close"
+    assert_still_serving(predictor)
+
+
+def test_a_head_past_the_header_count_is_a_431(predictor: Predictor) -> None:
+    headers = {f"x-h{i}": "1" for i in range(150)}
+
+    response = requests.get(predictor.http + "/v2/health/ready", timeout=10, headers=headers)
+
+    assert response.status_code == 431
+    assert "more than 100 header fields" in response.json()["error"]
+    assert_still_serving(predictor)
+
+
+def test_headers_under_the_limits_are_served(predictor: Predictor) -> None:
+    headers = {f"x-h{i}": "b" * 200 for i in range(90)}  # 90 fields, ~20 KB
+
+    response = predictor.post(INFER, json=infer_body(ROWS), headers=headers)
+
+    assert response.status_code == 200
+
+
+def send_unfinished_head(port: int, total: int, chunk: int = 64 * 1024) -> bytes:
+    """Send a request line and one header value of `total` bytes that never ends; return
+    what the server answered (b"" when the connection was cut before an answer)."""
+    piece = b"a" * chunk
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            for _ in range(total // chunk):
+                sock.sendall(piece)
+        except OSError:
+            pass  # the server closed: the rest of the head was refused
+        try:
+            return sock.recv(4096)
+        except OSError:
+            return b""
+
+
+def test_many_unfinished_huge_heads_leave_memory_flat(predictor: Predictor) -> None:
+    process = psutil.Process(predictor.process.popen.pid)
+    port = int(predictor.http.rsplit(":", 1)[1])
+    before = process.memory_info().rss
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: send_unfinished_head(port, 32 * 1024 * 1024), range(8)))
+    grown = process.memory_info().rss - before
+
+    assert grown < 24 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MB"
+    # Each was cut off long before its 32 MB: an answer, if it arrived, is the 431.
+    assert all(a == b"" or a.startswith(b"HTTP/1.1 431 ") for a in answers), answers
+    assert_still_serving(predictor)
+
+
+def exchange(port: int, *parts: bytes) -> bytes:
+    """Send `parts` as separate writes (a pause between them), then read one answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for index, part in enumerate(parts):
+            if index:
+                time.sleep(0.05)
+            sock.sendall(part)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            received = sock.recv(65536)
+            if not received:
+                break
+            answer += received
+        return answer
+
+
+def test_a_head_whose_end_straddles_two_reads_is_served(predictor: Predictor) -> None:
+    port = int(predictor.http.rsplit(":", 1)[1])
+
+    answer = exchange(port, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r", b"\n")
+
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_body_in_the_same_read_as_its_head_does_not_count_toward_the_head(
+    predictor: Predictor,
+) -> None:
+    port = int(predictor.http.rsplit(":", 1)[1])
+    body = json.dumps(infer_body([ROWS[0]] * 32)).encode()
+    head = (
+        f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Pad: {'p' * 30_000}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert len(head) < 32 * 1024 < len(head + body)  # one write, past the head's limit
+
+    answer = exchange(port, head + body)
+
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
