@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from rollout import isvc, report
 from rollout.analysis import Analysis, Verdict, evaluate
 from rollout.errors import ConfigError, ConflictError, ExitCode, RefusedError
 from rollout.kube import InferenceServices, connect
+from rollout.lock import RENEW_EVERY_SECONDS, RolloutLock
 from rollout.plan import Outcome, run_schedule
 from rollout.prometheus import Prometheus, version_stats
 from rollout.registry import (
@@ -37,7 +39,12 @@ from serving.registry import is_version_number
 
 logger = logging.getLogger(__name__)
 
-PATCH_ATTEMPTS = 3
+PATCH_ATTEMPTS = 5
+BACKOFF_BASE_SECONDS = 0.2
+"""Backoff before retry n is BACKOFF_BASE_SECONDS * 2**(n-1), times a jitter in [0.5, 1]:
+0.1-0.2 s, 0.2-0.4, 0.4-0.8, 0.8-1.6 (1.5-3 s in all), so two writers that met once
+spread apart instead of meeting again at every attempt."""
+_jitter = random.Random()
 VERDICT_EXIT = {
     Verdict.PASS: ExitCode.OK,
     Verdict.FAIL: ExitCode.FAILED,
@@ -60,9 +67,13 @@ class Rollout:
         prometheus_factory: Callable[[Settings], Prometheus] = lambda s: Prometheus(
             s.prometheus_url
         ),
+        lock_factory: Callable[[Rollout], RolloutLock] = lambda r: RolloutLock(
+            r.kube.api_client, r.kube.namespace, r.kube.name
+        ),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
+        self._lock_factory = lock_factory
         self.out = out or sys.stdout
         self._kube_factory = kube_factory
         self._registry_factory = registry_factory
@@ -122,35 +133,61 @@ class Rollout:
     # -- writing ---------------------------------------------------------------------------
 
     def apply(self, obj: isvc.Json, make_patch: Callable[[isvc.Json], isvc.Json]) -> isvc.Json:
-        """Send one merge patch built from `obj`; on 409, re-read and rebuild, if only the
-        status moved (the KServe controller writes it often during a rollout)."""
+        """Send one merge patch built from `obj`; on 409, re-read, and rebuild it if only
+        the status or metadata moved (the KServe controller writes status often during a
+        rollout), after a backoff with jitter; a spec change by someone else stops us.
+
+        With --dry-run the patch goes to the API server as a dry run (`dryRun=All`): it
+        is authorized, admitted and validated like the real one, so a read-only identity
+        fails here, not at the real run; nothing is stored."""
+        dry_run = self.settings.dry_run
         generation = (obj.get("metadata") or {}).get("generation")
+        began = time.monotonic()
         for attempt in range(1, PATCH_ATTEMPTS + 1):
             body = make_patch(obj)
-            if self.settings.dry_run:
-                self.emit(
-                    report.json_line(
-                        {
-                            "dry_run": True,
-                            "method": "PATCH",
-                            "path": self.kube.path,
-                            "content_type": isvc.MERGE_PATCH,
-                            "body": body,
-                        }
-                    )
-                )
-                return dict(isvc.merge_patch(obj, body))
             try:
-                return self.kube.patch(body)
+                answer = self.kube.patch(body, dry_run=dry_run)
             except ConflictError:
-                obj = self.kube.get()
-                if (obj.get("metadata") or {}).get("generation") != generation:
+                fresh = self.kube.get()
+                if (fresh.get("metadata") or {}).get("generation") != generation:
                     raise ConflictError(
                         f"someone changed the spec of {self.kube.describe()} while we patched "
                         "it; check `status` and run the command again"
                     ) from None
-                logger.info("409 conflict on attempt %d (status update); retrying", attempt)
-        raise ConflictError(f"{self.kube.describe()} kept changing; run the command again")
+                changed = what_changed(obj, fresh)
+                obj = fresh
+                if attempt == PATCH_ATTEMPTS:
+                    break
+                delay = backoff_seconds(attempt)
+                logger.info(
+                    "409 conflict on attempt %d: %s changed since we read it; retrying in %.2fs",
+                    attempt,
+                    changed,
+                    delay,
+                )
+                self._sleep(delay)
+                continue
+            if not dry_run:
+                return answer
+            self.emit(
+                report.json_line(
+                    {
+                        "dry_run": True,
+                        "method": "PATCH",
+                        "path": self.kube.path,
+                        "content_type": isvc.MERGE_PATCH,
+                        "body": body,
+                    }
+                )
+            )
+            # Chained dry-run patches build on what this one would leave, with the stored
+            # resourceVersion (a dry run stores nothing, so it still holds).
+            return dict(isvc.merge_patch(obj, body))
+        raise ConflictError(
+            f"{self.kube.describe()} kept changing: {PATCH_ATTEMPTS} attempts over "
+            f"{time.monotonic() - began:.1f}s all met a newer resourceVersion; "
+            "run the command again"
+        )
 
     def registry_action(self, action: str, version: str, **details: str) -> None:
         if self.settings.dry_run:
@@ -292,10 +329,21 @@ class Rollout:
         return ExitCode.OK
 
     def auto(self) -> int:
+        """Take the rollout lock first (rollout/lock.py), then read and act: a second
+        `auto` on the same InferenceService is refused (exit 2) before it reads anything."""
+        ref = self.settings.version_ref or ""
+        lock = self._lock_factory(self)
+        lock.acquire(ref, dry_run=self.settings.dry_run)
+        try:
+            return self._auto(lock, ref)
+        finally:
+            lock.release()
+
+    def _auto(self, lock: RolloutLock, ref: str) -> int:
         obj, state = self.read_state()
         schedule = self.settings.schedule
         already_at: int | None = None
-        version = self.registry.resolve(self.settings.version_ref or "", state.aliases)
+        version = self.registry.resolve(ref, state.aliases)
         if state.canary_running and state.spec_version == version:
             already_at = state.isvc.canary_percent  # adopt the canary `start` began
             logger.info("adopting the running canary of version %s at %s %%", version, already_at)
@@ -304,6 +352,16 @@ class Rollout:
         stable = state.stable_version or ""
         if self.settings.dry_run:
             return self._auto_dry_run(obj, version, already_at)
+
+        def sleep_holding_the_lock(seconds: float) -> None:
+            # Waits are cut into slices so the lease is renewed while the step soaks.
+            left = seconds
+            while left > 0:
+                chunk = min(left, RENEW_EVERY_SECONDS)
+                self._sleep(chunk)
+                left -= chunk
+                lock.renew_if_due(ref)
+
         # The canary starts inside run_schedule, so an interrupt right after it rolls back.
         ops = _AutoOps(self, stable, version, start_from=None if already_at is not None else obj)
         result = run_schedule(
@@ -311,7 +369,7 @@ class Rollout:
             schedule,
             already_at=already_at,
             on_analysis=lambda _p, a: self.print_analysis(a, f"{ops.last_window}s"),
-            sleep=self._sleep,
+            sleep=sleep_holding_the_lock,
         )
         self.emit(f"{result.outcome.value.replace('_', ' ')}: version {version} ({result.reason})")
         self.emit(
@@ -341,6 +399,28 @@ class Rollout:
         self.registry_action("set_champion", version, status=PROMOTED, reason="(on success)")
         self.emit(report.json_line({"dry_run": True, "on_failure": "rollback", "version": version}))
         return ExitCode.OK
+
+
+def backoff_seconds(attempt: int) -> float:
+    return BACKOFF_BASE_SECONDS * 2.0 ** (attempt - 1) * _jitter.uniform(0.5, 1.0)
+
+
+_UNTRACKED_METADATA = {"resourceVersion", "managedFields", "generation"}
+
+
+def what_changed(before: isvc.Json, after: isvc.Json) -> str:
+    """Which parts of the object moved between two reads, for the 409 log line:
+    `status`, `metadata.labels`, `metadata.annotations`... (the spec is the caller's)."""
+    changed = []
+    old_meta, new_meta = before.get("metadata") or {}, after.get("metadata") or {}
+    for key in sorted(set(old_meta) | set(new_meta)):
+        if key not in _UNTRACKED_METADATA and old_meta.get(key) != new_meta.get(key):
+            changed.append(f"metadata.{key}")
+    if before.get("status") != after.get("status"):
+        changed.append("status")
+    if not changed and old_meta.get("managedFields") != new_meta.get("managedFields"):
+        changed.append("metadata.managedFields")
+    return ", ".join(changed) or "nothing but the resourceVersion"
 
 
 def _traffic_patch(obj: isvc.Json, percent: int) -> isvc.Json:

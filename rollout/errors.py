@@ -54,3 +54,8 @@ class RollbackFailedError(RolloutError):
     """Rolling back failed: the canary may still take traffic."""
 
     exit_code = ExitCode.ROLLBACK_FAILED
+
+
+class LockLostError(UnreachableError):
+    """Another run took over the rollout lock (rollout/lock.py): it owns the canary now, so
+    this run stops without touching it (a rollback from here would fight the new holder)."""

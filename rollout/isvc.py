@@ -72,6 +72,8 @@ class IsvcState:
     traffic: tuple[TrafficTarget, ...]
     ready: bool | None
     """The `Ready` condition; None when the controller has not reported one yet."""
+    ready_reason: str = ""
+    """The Ready condition's reason and message, when it is not True."""
 
 
 def predictor(obj: Json) -> Json:
@@ -130,9 +132,12 @@ def parse(obj: Json) -> IsvcState:
         if isinstance(t, dict)
     )
     ready = None
+    ready_reason = ""
     for condition in status.get("conditions") or []:
         if isinstance(condition, dict) and condition.get("type") == "Ready":
             ready = condition.get("status") == "True"
+            parts = (condition.get("reason"), condition.get("message"))
+            ready_reason = ": ".join(str(p) for p in parts if p)
     return IsvcState(
         namespace=str(metadata.get("namespace", "")),
         name=str(metadata.get("name", "")),
@@ -144,6 +149,7 @@ def parse(obj: Json) -> IsvcState:
         previous_rolledout_revision=component.get("previousRolledoutRevision"),
         traffic=traffic,
         ready=ready,
+        ready_reason=ready_reason,
     )
 
 

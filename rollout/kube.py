@@ -36,13 +36,28 @@ class KubeSettings:
 
 
 def _first_kubeconfig(kubeconfig: str | None) -> Path | None:
-    # KUBECONFIG may list several files; any one that exists means "use kubeconfig".
-    candidates = (kubeconfig or DEFAULT_KUBECONFIG).split(":")
-    for candidate in candidates:
-        path = Path(candidate).expanduser()
-        if candidate and path.is_file():
-            return path
-    return None
+    """The kubeconfig to read, None for in-cluster configuration.
+
+    `KUBECONFIG` / `--kubeconfig` may list several files (like kubectl, the ones that
+    exist are merged); when it is set and none exists, that is a mistake to report with
+    the path, never a silent fall-through to the pod's service account (which would
+    act on whatever cluster this runs in). Unset, ~/.kube/config is read if it exists,
+    else the in-cluster configuration."""
+    if kubeconfig is None or not kubeconfig.strip(":"):
+        default = Path(DEFAULT_KUBECONFIG).expanduser()
+        return default if default.is_file() else None
+    candidates = [c for c in kubeconfig.split(":") if c]
+    found = [Path(c).expanduser() for c in candidates if Path(c).expanduser().is_file()]
+    missing = [c for c in candidates if not Path(c).expanduser().is_file()]
+    if not found:
+        raise ConfigError(
+            f"the kubeconfig {', '.join(missing)} does not exist (from --kubeconfig or "
+            "KUBECONFIG); point it at your cluster's kubeconfig, or unset it to use "
+            "~/.kube/config or, inside a pod, the service account"
+        )
+    if missing:
+        logger.warning("kubeconfig files that do not exist are skipped: %s", ", ".join(missing))
+    return found[0]
 
 
 def connect(settings: KubeSettings) -> InferenceServices:
@@ -55,9 +70,10 @@ def connect(settings: KubeSettings) -> InferenceServices:
 
     configuration = client.Configuration()
     namespace = settings.namespace
+    first = _first_kubeconfig(settings.kubeconfig)
     try:
-        if _first_kubeconfig(settings.kubeconfig) is not None:
-            config_file = settings.kubeconfig or str(Path(DEFAULT_KUBECONFIG).expanduser())
+        if first is not None:
+            config_file = settings.kubeconfig or str(first)
             config.load_kube_config(
                 config_file=config_file,
                 context=settings.context,
@@ -94,6 +110,7 @@ class InferenceServices:
         self.namespace = namespace
         self.name = name
         self.host = str(api_client.configuration.host)
+        self.api_client = api_client
         self._api = client.CustomObjectsApi(api_client)
 
     @property
@@ -118,8 +135,15 @@ class InferenceServices:
             raise UnreachableError(f"{self.describe()}: the API server answered {obj!r}")
         return obj
 
-    def patch(self, body: isvc.Json) -> isvc.Json:
-        logger.info("PATCH %s %s", self.path, json.dumps(body, sort_keys=True))
+    def patch(self, body: isvc.Json, *, dry_run: bool = False) -> isvc.Json:
+        """Merge-patch; with `dry_run` the server runs authorization, admission and
+        validation (`dryRun=All`) and answers the would-be object, storing nothing."""
+        logger.info(
+            "PATCH%s %s %s",
+            " (dry run)" if dry_run else "",
+            self.path,
+            json.dumps(body, sort_keys=True),
+        )
         obj = self._call(
             "patch",
             self._api.patch_namespaced_custom_object,
@@ -130,6 +154,7 @@ class InferenceServices:
             self.name,
             body,
             field_manager=FIELD_MANAGER,
+            dry_run="All" if dry_run else None,
             _content_type=isvc.MERGE_PATCH,
             _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )
@@ -150,6 +175,12 @@ class InferenceServices:
                 ) from e
             if e.status == 409:
                 raise ConflictError(f"{self.describe()} changed while we patched it") from e
+            if e.status in (401, 403):
+                raise UnreachableError(
+                    f"not allowed to {what} {self.describe()} on {self.host}: HTTP {e.status} "
+                    f"{message}; the tool needs get and patch on inferenceservices "
+                    "(docs/rollouts.md, 'Permissions')"
+                ) from e
             raise UnreachableError(
                 f"could not {what} {self.describe()}: HTTP {e.status} {message}"
             ) from e

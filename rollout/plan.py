@@ -29,7 +29,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from rollout.analysis import Analysis, Verdict
-from rollout.errors import RollbackFailedError, RolloutError
+from rollout.errors import LockLostError, RollbackFailedError, RolloutError
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,8 @@ def run_schedule(
             ops.promote()
     except (KeyboardInterrupt, Interrupted):
         return roll_back("interrupted by the operator before the rollout finished")
+    except LockLostError:
+        raise  # the new holder of the lock owns the canary: leave it to them
     except RolloutError as e:
         return roll_back(f"aborted: {e}")
     except Exception as e:  # a bug or a surprise: still roll back

@@ -66,6 +66,25 @@ class RolloutState:
         }
 
 
+def check_ready(state: RolloutState, action: str) -> None:
+    """Refuse to act on an InferenceService that is not Ready: with no Ready condition
+    (fresh from Helm, no controller yet) nothing says which revision serves what."""
+    isvc = state.isvc
+    where = f"InferenceService {isvc.namespace}/{isvc.name}"
+    if isvc.ready is None:
+        raise RefusedError(
+            f"{where} has no Ready condition yet: no KServe controller has reported on it, so "
+            f"nothing says what serves; refusing to {action}. Wait until "
+            f"`kubectl get isvc {isvc.name}` shows READY True (is KServe installed?)"
+        )
+    if not isvc.ready:
+        reason = f" ({isvc.ready_reason})" if isvc.ready_reason else ""
+        raise RefusedError(
+            f"{where} is not Ready{reason}; refusing to {action}: fix what the condition "
+            f"says (`kubectl describe isvc {isvc.name}`), or roll back"
+        )
+
+
 def check_can_start(
     state: RolloutState, version: str, tags: dict[str, str], allow_rejected: bool = False
 ) -> None:
@@ -90,6 +109,7 @@ def check_can_start(
             f"the spec serves version {state.spec_version} at 100 % but @{CHAMPION} is "
             f"{state.stable_version}: finish that with `promote` or `rollback` first"
         )
+    check_ready(state, "start a canary")
     if tags.get(GATE_STATUS_TAG) == REJECTED and not allow_rejected:
         raise RefusedError(
             f"version {version} failed the training gates "
@@ -108,6 +128,7 @@ def check_can_promote(state: RolloutState) -> str:
     if state.stable_version is None:
         raise RefusedError("the model has no @champion; nothing to promote against")
     if state.canary_running or state.pending_promotion:
+        check_ready(state, f"promote version {state.spec_version}")
         return state.spec_version
     if state.rolled_back and state.spec_version != state.stable_version:
         raise RefusedError(

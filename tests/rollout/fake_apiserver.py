@@ -2,10 +2,19 @@
 
 No API server runs on this machine, so the tests check the exact requests the
 `kubernetes` client sends (method, path, query, content type, body) against this
-recorder. It applies merge patches the way the API server does for a custom
-resource: RFC 7386 merge patch only (strategic merge is refused with 415, as for
-every CRD), `metadata.resourceVersion` in a patch is a precondition (409 on a
-mismatch), every write bumps `resourceVersion`, spec changes bump `generation`.
+recorder. It behaves as the real one does where the rollout relies on it:
+
+- merge patches as for a custom resource: RFC 7386 merge patch only (strategic merge
+  is refused with 415, as for every CRD); `metadata.resourceVersion` in a patch or a
+  PUT is a precondition (409 on a mismatch); spec changes bump `generation`;
+- `resourceVersion` comes from one revision counter for every object (etcd's), and a
+  write that changes nothing (a no-op patch) stores nothing and keeps it;
+- `?dryRun=All` runs every check and answers the would-be object, storing nothing
+  (the answer keeps the stored resourceVersion, as the real registry's dry run does);
+- create (POST to a collection) of an existing name is 409 AlreadyExists; DELETE
+  honours `preconditions.resourceVersion`; leases are stored like any object;
+- `forbidden_verbs` plays RBAC: those verbs answer 403 before anything else, dry run
+  or not (authorization runs before admission and storage).
 Its merge-patch code is written independently of the code under test.
 """
 
@@ -14,9 +23,11 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +37,9 @@ CRD_PATCH_TYPES = (
     "application/merge-patch+json",
     "application/apply-patch+yaml",
 )
+VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
+COLLECTIONS = ("/leases",)
+"""Paths ending so are collections one POSTs to (the InferenceServices are put by tests)."""
 
 
 @dataclass
@@ -37,6 +51,7 @@ class Recorded:
     authorization: str | None
     raw_body: bytes
     body: Any
+    at: float = field(default_factory=time.monotonic)
 
 
 def rfc7386(target: Any, patch: Any) -> Any:
@@ -54,6 +69,15 @@ def rfc7386(target: Any, patch: Any) -> Any:
     return patch
 
 
+def _conflict(resource: str, name: str) -> dict[str, Any]:
+    return status(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {resource} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+    )
+
+
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
     return {
         "kind": "Status",
@@ -66,15 +90,30 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
+def _resource(path: str) -> tuple[str, str]:
+    """(group-qualified resource, name) of an object path, for messages."""
+    parts = path.strip("/").split("/")
+    name = parts[-1]
+    resource = parts[-2] if len(parts) >= 2 else ""
+    group = parts[1] if parts[0] == "apis" else ""
+    return (f"{resource}.{group}" if group else resource), name
+
+
 class FakeApiServer:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
+        self.revision = 1000
+        """The global revision every write takes the next value of, as etcd's."""
         self.status_writes_before_next_patch = 0
-        """Simulate the controller writing status between our GET and PATCH (409 once)."""
+        """Simulate the controller writing status between our GET and PATCH (409 each)."""
+        self.edits_before_next_patch: list[dict[str, Any]] = []
+        """Merge patches someone else applies between our GET and our next PATCH."""
         self.spec_edit_before_next_patch: dict[str, Any] | None = None
         """Simulate a person changing the spec between our GET and PATCH."""
+        self.forbidden_verbs: set[str] = set()
+        """RBAC: verbs (get, patch, create, update, delete) answered 403."""
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -84,7 +123,13 @@ class FakeApiServer:
 
     def put(self, path: str, obj: dict[str, Any]) -> None:
         with self.lock:
-            self.objects[path] = copy.deepcopy(obj)
+            stored = copy.deepcopy(obj)
+            rv = int(stored.setdefault("metadata", {}).setdefault("resourceVersion", "0"))
+            if rv == 0:
+                self.revision += 1
+                stored["metadata"]["resourceVersion"] = str(self.revision)
+            self.revision = max(self.revision, rv)
+            self.objects[path] = stored
 
     def get(self, path: str) -> dict[str, Any]:
         with self.lock:
@@ -96,8 +141,44 @@ class FakeApiServer:
     def methods(self) -> list[str]:
         return [r.method for r in self.requests]
 
+    def calls(self, kind: str = "inferenceservices") -> list[str]:
+        """Methods of the requests to one kind of object (with `?dryRun` marked)."""
+        return [
+            r.method + (" dry-run" if r.query.get("dryRun") else "")
+            for r in self.requests
+            if f"/{kind}" in r.path
+        ]
+
+    def _store(self, path: str, old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+        """Write `new` with the next revision, unless it equals `old` (a no-op)."""
+        if old is not None and new == old:
+            return old
+        meta = new.setdefault("metadata", {})
+        if old is not None and new.get("spec") != old.get("spec"):
+            meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+        self.revision += 1
+        meta["resourceVersion"] = str(self.revision)
+        self.objects[path] = new
+        return new
+
+    def _others_write(self, path: str) -> None:
+        """The writes of the controller and of people that race our next PATCH."""
+        edits = list(self.edits_before_next_patch[:1])
+        del self.edits_before_next_patch[:1]
+        if self.status_writes_before_next_patch:
+            self.status_writes_before_next_patch -= 1
+            writes = int(self.objects[path].get("status", {}).get("fakeControllerWrites", 0))
+            edits.append({"status": {"fakeControllerWrites": writes + 1}})
+        if self.spec_edit_before_next_patch is not None:
+            edits.append(self.spec_edit_before_next_patch)
+            self.spec_edit_before_next_patch = None
+        for edit in edits:
+            current = self.objects[path]
+            self._store(path, current, rfc7386(copy.deepcopy(current), edit))
+
     def handle(self, method: str, raw_path: str, headers: Any, raw: bytes) -> tuple[int, Any]:
         split = urlsplit(raw_path)
+        query = parse_qs(split.query)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
@@ -107,58 +188,119 @@ class FakeApiServer:
                 Recorded(
                     method,
                     split.path,
-                    parse_qs(split.query),
+                    query,
                     headers.get("Content-Type"),
                     headers.get("Authorization"),
                     raw,
                     body,
                 )
             )
-            current = self.objects.get(split.path)
-            if current is None:
-                name = split.path.rsplit("/", 1)[-1]
-                return 404, status(404, "NotFound", f'inferenceservices "{name}" not found')
-            if method == "GET":
-                return 200, current
-            if method != "PATCH":
-                return 405, status(405, "MethodNotAllowed", f"{method} is not handled here")
-            content_type = (headers.get("Content-Type") or "").split(";")[0]
-            if content_type not in CRD_PATCH_TYPES:
-                return 415, status(
-                    415,
-                    "UnsupportedMediaType",
-                    "the body of the request was in an unknown format - accepted media types "
-                    "include: " + ", ".join(CRD_PATCH_TYPES),
-                )
-            if content_type != "application/merge-patch+json" or not isinstance(body, dict):
-                return 400, status(400, "BadRequest", "this fake applies merge patches only")
-            if self.status_writes_before_next_patch:
-                self.status_writes_before_next_patch -= 1
-                meta = current["metadata"]
-                meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
-            if self.spec_edit_before_next_patch is not None:
-                current = rfc7386(current, self.spec_edit_before_next_patch)
-                self.spec_edit_before_next_patch = None
-                meta = current["metadata"]
-                meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
-                meta["generation"] = int(meta.get("generation", 1)) + 1
-                self.objects[split.path] = current
-            wanted = (body.get("metadata") or {}).get("resourceVersion")
-            if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
-                return 409, status(
-                    409,
-                    "Conflict",
-                    "Operation cannot be fulfilled on inferenceservices.serving.kserve.io: the "
-                    "object has been modified; please apply your changes to the latest version "
-                    "and try again",
-                )
-            patched = rfc7386(current, body)
-            meta = patched["metadata"]
-            meta["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
-            if patched.get("spec") != current.get("spec"):
-                meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
-            self.objects[split.path] = patched
+            return self._answer(method, split.path, query, headers, body)
+
+    def _answer(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: Any
+    ) -> tuple[int, Any]:
+        resource, name = _resource(path)
+        verb = VERBS.get(method, method.lower())
+        if verb in self.forbidden_verbs:
+            return 403, status(
+                403,
+                "Forbidden",
+                f'{resource} "{name}" is forbidden: User "system:serviceaccount:mlops:reader" '
+                f'cannot {verb} resource "{resource.split(".")[0]}"',
+            )
+        dry_run = query.get("dryRun") == ["All"]
+        if query.get("dryRun") and not dry_run:
+            return 400, status(400, "BadRequest", f"invalid dry run option: {query['dryRun']}")
+        if method == "POST" and path.endswith(COLLECTIONS):
+            return self._create(path, resource, body, dry_run)
+        current = self.objects.get(path)
+        if current is None:
+            return 404, status(404, "NotFound", f'{resource} "{name}" not found')
+        if method == "GET":
+            return 200, current
+        if method == "DELETE":
+            return self._delete(path, resource, name, body, dry_run)
+        if method == "PUT":
+            return self._replace(path, resource, name, body, dry_run)
+        if method == "PATCH":
+            return self._patch(path, resource, name, headers, body, dry_run)
+        return 405, status(405, "MethodNotAllowed", f"{method} is not handled here")
+
+    def _create(self, path: str, resource: str, body: Any, dry_run: bool) -> tuple[int, Any]:
+        if not isinstance(body, dict) or not (body.get("metadata") or {}).get("name"):
+            return 422, status(422, "Invalid", "metadata.name: Required value")
+        name = body["metadata"]["name"]
+        if f"{path}/{name}" in self.objects:
+            return 409, status(409, "AlreadyExists", f'{resource} "{name}" already exists')
+        created = copy.deepcopy(body)
+        meta = created["metadata"]
+        meta.pop("resourceVersion", None)
+        meta.update(uid=str(uuid.uuid4()), generation=1)
+        if dry_run:
+            meta["resourceVersion"] = ""
+            return 201, created
+        return 201, self._store(f"{path}/{name}", None, created)
+
+    def _delete(
+        self, path: str, resource: str, name: str, body: Any, dry_run: bool
+    ) -> tuple[int, Any]:
+        current = self.objects[path]["metadata"]["resourceVersion"]
+        wanted = ((body or {}).get("preconditions") or {}).get("resourceVersion")
+        if wanted is not None and wanted != current:
+            return 409, status(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {resource} "{name}": Precondition failed: '
+                f"ResourceVersion in precondition: {wanted}, in object meta: {current}",
+            )
+        if not dry_run:
+            del self.objects[path]
+        return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+
+    def _replace(
+        self, path: str, resource: str, name: str, body: Any, dry_run: bool
+    ) -> tuple[int, Any]:
+        current = self.objects[path]
+        if not isinstance(body, dict):
+            return 400, status(400, "BadRequest", "the body is not an object")
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted and wanted != current["metadata"]["resourceVersion"]:
+            return 409, _conflict(resource, name)
+        replaced = copy.deepcopy(body)
+        replaced["metadata"] = {
+            **replaced.get("metadata", {}),
+            "uid": current["metadata"].get("uid"),
+            "resourceVersion": current["metadata"]["resourceVersion"],
+        }
+        if dry_run:
+            return 200, replaced
+        return 200, self._store(path, current, replaced)
+
+    def _patch(
+        self, path: str, resource: str, name: str, headers: Any, body: Any, dry_run: bool
+    ) -> tuple[int, Any]:
+        content_type = (headers.get("Content-Type") or "").split(";")[0]
+        if content_type not in CRD_PATCH_TYPES:
+            return 415, status(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types "
+                "include: " + ", ".join(CRD_PATCH_TYPES),
+            )
+        if content_type != "application/merge-patch+json" or not isinstance(body, dict):
+            return 400, status(400, "BadRequest", "this fake applies merge patches only")
+        if not dry_run:
+            self._others_write(path)
+        current = self.objects[path]
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
+            return 409, _conflict(resource, name)
+        patched = rfc7386(copy.deepcopy(current), body)
+        patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        if dry_run:
             return 200, patched
+        return 200, self._store(path, current, patched)
 
     @contextmanager
     def running(self) -> Iterator[FakeApiServer]:

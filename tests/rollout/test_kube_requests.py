@@ -8,7 +8,9 @@ e2e tier runs the same commands against kind.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import logging
 import os
 import re
 import signal
@@ -185,14 +187,17 @@ def test_start_refuses_without_patching(
     assert any(re.search(message, r.getMessage()) for r in caplog.records), caplog.text
 
 
-def test_start_dry_run_prints_the_patch_and_sends_nothing(
+def test_start_dry_run_asks_the_server_for_a_dry_run_and_changes_nothing(
     cli: Cli, fake_api: FakeApiServer, make_isvc: Any, registry_model: RegistryModel
 ) -> None:
     path = make_isvc("1")
     before = fake_api.get(path)
+    revision = fake_api.revision
     code, out = cli("start", "--version", "3", "--percent", "20", "--dry-run")
     assert code == 0
-    assert fake_api.methods() == ["GET"]
+    assert fake_api.calls() == ["GET", "PATCH dry-run"]
+    assert fake_api.requests[1].query == {"dryRun": ["All"], "fieldManager": ["mlops-rollout"]}
+    assert fake_api.requests[1].body == json.loads(out.splitlines()[0])["body"]
     printed = json.loads(out.splitlines()[0])
     assert printed == {
         "dry_run": True,
@@ -209,6 +214,23 @@ def test_start_dry_run_prints_the_patch_and_sends_nothing(
             },
         },
     }
+    assert fake_api.get(path) == before
+    assert fake_api.revision == revision  # nothing was written anywhere
+
+
+def test_a_read_only_identity_fails_at_the_dry_run(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The point of a server-side dry run: RBAC answers it as it would the real write."""
+    path = make_isvc("1")
+    before = fake_api.get(path)
+    fake_api.forbidden_verbs = {"patch", "create", "update", "delete"}
+    code, out = cli("start", "--version", "2", "--dry-run")
+    assert code == 4
+    assert fake_api.calls() == ["GET", "PATCH dry-run"]
+    assert "not allowed to patch" in caplog.text
+    assert "get and patch on inferenceservices" in caplog.text
+    assert out == ""  # no patch is printed as if it would work
     assert fake_api.get(path) == before
 
 
@@ -277,8 +299,9 @@ def test_rollback_cuts_traffic_first_then_restores_stable_and_tags_the_version(
 
 
 def test_a_status_write_between_read_and_patch_is_retried(
-    cli: Cli, fake_api: FakeApiServer, make_isvc: Any
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="rollout")
     make_isvc("1")
     fake_api.status_writes_before_next_patch = 1
     code, out = cli("start", "--version", "2")
@@ -288,6 +311,54 @@ def test_a_status_write_between_read_and_patch_is_retried(
         "1000",
         "1001",
     ]
+    assert "409 conflict on attempt 1: status changed since we read it" in caplog.text
+
+
+def test_the_conflict_log_names_the_metadata_that_changed(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rollout")
+    make_isvc("1")
+    fake_api.edits_before_next_patch = [
+        {"metadata": {"labels": {"team": "fraud"}, "annotations": {"note": "x"}}}
+    ]
+    code, out = cli("start", "--version", "2")
+    assert code == 0, out
+    assert "409 conflict on attempt 1: metadata.annotations, metadata.labels changed" in (
+        caplog.text
+    )
+    assert "(status update)" not in caplog.text
+
+
+def test_conflicts_back_off_with_jitter_before_each_retry(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rollout")
+    """An object the controller writes between every read and patch: the retries spread
+    out (0.1-0.2 s, then 0.2-0.4 s, ...) instead of being spent within milliseconds."""
+    make_isvc("1")
+    fake_api.status_writes_before_next_patch = 3
+    code, out = cli("start", "--version", "2")
+    assert code == 0, out
+    patches = fake_api.patches()
+    assert len(patches) == 4
+    gaps = [b.at - a.at for a, b in itertools.pairwise(patches)]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2 and gaps[2] >= 0.4, gaps
+    delays = [float(d) for d in re.findall(r"retrying in ([0-9.]+)s", caplog.text)]
+    assert len(delays) == 3
+    assert 0.1 <= delays[0] <= 0.2 and 0.2 <= delays[1] <= 0.4 and 0.4 <= delays[2] <= 0.8
+
+
+def test_an_object_that_never_stops_changing_gives_up_with_exit_4(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_isvc("1")
+    fake_api.status_writes_before_next_patch = 99
+    code, _ = cli("start", "--version", "2")
+    assert code == 4
+    assert len(fake_api.patches()) == 5
+    assert re.search(r"kept changing: 5 attempts over [0-9.]+s", caplog.text)
+    assert "canaryTrafficPercent" not in fake_api.get(path)["spec"]["predictor"]
 
 
 def test_a_spec_change_by_someone_else_is_never_overwritten(
@@ -313,6 +384,49 @@ def test_an_unknown_isvc_is_a_clear_usage_error(
         "/apis/serving.kserve.io/v1beta1/namespaces/elsewhere/"
     )
     assert "not found" in caplog.text and "--namespace" in caplog.text
+
+
+def test_an_isvc_without_status_is_refused_for_start_and_promote(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fresh from Helm, no controller yet: `ready=None` must not read as good enough."""
+    path = make_isvc("2", 10)
+    obj = fake_api.get(path)
+    del obj["status"]
+    fake_api.put(path, obj)
+    assert cli("promote")[0] == 2
+    assert "has no Ready condition yet" in caplog.text
+    obj["spec"]["predictor"]["containers"][0]["env"][2]["value"] = obj["spec"]["predictor"][
+        "containers"
+    ][0]["env"][2]["value"].replace("/2", "/1")
+    del obj["spec"]["predictor"]["canaryTrafficPercent"]
+    fake_api.put(path, obj)
+    caplog.clear()
+    assert cli("start", "--version", "2")[0] == 2
+    assert "refusing to start a canary" in caplog.text
+    assert fake_api.patches() == []
+
+
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_a_kubeconfig_that_does_not_exist_is_refused_with_its_path(
+    fake_api: FakeApiServer,
+    registry_model: RegistryModel,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    via: str,
+) -> None:
+    """No silent fall-through to the pod's service account (another cluster, maybe)."""
+    missing = tmp_path / "no-such-kubeconfig"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")  # as inside a pod
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    args = ["--kubeconfig", str(missing)] if via == "flag" else []
+    if via == "env":
+        monkeypatch.setenv("KUBECONFIG", str(missing))
+    code = main(["status", "--model-name", registry_model.name, *args])
+    assert code == 2
+    assert f"the kubeconfig {missing} does not exist" in caplog.text
+    assert fake_api.requests == []
 
 
 def test_an_unreachable_api_server_is_exit_4(
@@ -366,7 +480,8 @@ def test_auto_with_passing_analyses_steps_up_and_promotes(
         "--prometheus-url", prometheus.url, *AUTO_FAST,
     )  # fmt: skip
     assert code == 0, out
-    assert fake_api.methods() == ["GET", "PATCH", "GET", "PATCH", "GET", "PATCH"]
+    assert fake_api.calls() == ["GET", "PATCH", "GET", "PATCH", "GET", "PATCH"]
+    assert fake_api.calls("leases") == ["POST", "DELETE"]  # the lock, taken and released
     for request in fake_api.patches():
         assert_merge_patch(request, path)
     assert [r.body for r in fake_api.patches()] == [
@@ -379,8 +494,8 @@ def test_auto_with_passing_analyses_steps_up_and_promotes(
                 }
             },
         },
-        traffic_body("1001", 50),
-        traffic_body("1002", None),
+        traffic_body("1002", 50),  # 1001 went to the lease: one revision counter for all
+        traffic_body("1003", None),
     ]
     assert registry_model.aliases()["champion"] == "2"
     summary = last_json(out)
@@ -411,13 +526,13 @@ def test_auto_with_a_failing_analysis_rolls_back_at_once(
     prometheus = canned({"1": HEALTHY, "2": ERRORING})
     code, out = cli("auto", "--version", "2", "--prometheus-url", prometheus.url, *AUTO_FAST)
     assert code == 1, out
-    assert fake_api.methods() == ["GET", "PATCH", "GET", "PATCH", "PATCH"]
+    assert fake_api.calls() == ["GET", "PATCH", "GET", "PATCH", "PATCH"]
     bodies = [r.body for r in fake_api.patches()]
     assert bodies[0]["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert bodies[1:] == [
-        traffic_body("1001", 0),
+        traffic_body("1002", 0),
         {
-            "metadata": {"resourceVersion": "1002"},
+            "metadata": {"resourceVersion": "1003"},
             "spec": {
                 "predictor": {
                     "containers": containers_serving(before, f"models:/{registry_model.name}/1")
@@ -498,9 +613,12 @@ def test_auto_dry_run_prints_every_patch_of_the_schedule_and_sends_none(
 ) -> None:
     path = make_isvc("1")
     before = fake_api.get(path)
+    revision = fake_api.revision
     code, out = cli("auto", "--steps", "10,50,100", "--dry-run")
     assert code == 0, out
-    assert fake_api.methods() == ["GET"]
+    assert fake_api.calls("leases") == ["POST dry-run"]
+    assert fake_api.calls() == ["GET", "PATCH dry-run", "PATCH dry-run", "PATCH dry-run"]
+    assert fake_api.revision == revision and fake_api.get(path) == before
     printed = [json.loads(line) for line in out.strip().splitlines()]
     patches = [p["body"]["spec"]["predictor"] for p in printed if p.get("method") == "PATCH"]
     assert patches == [

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from rollout.analysis import Analysis, Thresholds, Verdict, VersionStats, evaluate
-from rollout.errors import RollbackFailedError, UnreachableError
+from rollout.errors import LockLostError, RollbackFailedError, UnreachableError
 from rollout.plan import Interrupted, Outcome, Schedule, run_schedule
 
 HEALTHY = VersionStats("2", {"ok": 500.0}, 0.004, {"a": 200.0, "b": 300.0})
@@ -216,6 +216,13 @@ def test_an_unexpected_error_in_the_rollback_is_a_failed_rollback() -> None:
     ops = FakeOps([FAIL], rollback_error=KeyError("spec"))
     with pytest.raises(RollbackFailedError, match=r"ROLLBACK FAILED"):
         run(ops)
+
+
+def test_losing_the_lock_to_another_run_stops_without_touching_the_canary() -> None:
+    ops = FakeOps([PASS, LockLostError("Lease mlops/x-rollout is now held by b")])
+    with pytest.raises(LockLostError):
+        run(ops)
+    assert not any(c.startswith("rollback") for c in ops.calls)
 
 
 def test_a_failed_rollback_is_loud() -> None:

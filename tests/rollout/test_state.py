@@ -17,12 +17,47 @@ ALIASES = {"champion": "3", "challenger": "4"}
 
 
 def state(
-    spec_version: str, percent: int | None, aliases: dict[str, str] = ALIASES
+    spec_version: str,
+    percent: int | None,
+    aliases: dict[str, str] = ALIASES,
+    conditions: list[dict[str, str]] | None = None,
 ) -> RolloutState:
     obj = inference_service(
         "breast-cancer", "mlops", f"models:/breast-cancer/{spec_version}", percent
     )
+    if conditions is not None:
+        obj["status"]["conditions"] = conditions
     return RolloutState(isvc.parse(obj), aliases, spec_version)
+
+
+NO_STATUS: list[dict[str, str]] = []
+NOT_READY = [
+    {
+        "type": "Ready",
+        "status": "False",
+        "reason": "RevisionMissing",
+        "message": "Configuration is waiting for a Revision to become ready.",
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("conditions", "message"),
+    [
+        (NO_STATUS, "has no Ready condition yet: no KServe controller has reported on it"),
+        (NOT_READY, "is not Ready \\(RevisionMissing: Configuration is waiting for a Revision"),
+    ],
+    ids=["no-status", "not-ready"],
+)
+def test_start_and_promote_refuse_an_isvc_that_is_not_ready(
+    conditions: list[dict[str, str]], message: str
+) -> None:
+    with pytest.raises(RefusedError, match=f"{message}.*refusing to start a canary"):
+        check_can_start(state("3", None, conditions=conditions), "4", {})
+    with pytest.raises(RefusedError, match=f"{message}.*refusing to promote version 4"):
+        check_can_promote(state("4", 10, conditions=conditions))
+    # Rolling back is always allowed: it is how a broken canary is undone.
+    assert check_can_roll_back(state("4", 10, conditions=conditions)) == "4"
 
 
 def test_stable_serving_alone_has_no_canary() -> None:
