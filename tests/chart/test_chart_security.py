@@ -8,6 +8,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
+from rollout.lock import lease_name
 from tests.chart.render import Rendered, render
 from tests.chart.validation import containers_of, object_name
 
@@ -159,15 +160,25 @@ def test_selectors_use_only_the_stable_labels_and_match_their_pods(
 def test_the_rollout_tool_may_only_get_and_patch_this_inference_service(
     rendered_scenarios: dict[str, Rendered],
 ) -> None:
+    """get and patch on this InferenceService; its lock, a Lease named after it (create
+    cannot be limited by name: RBAC sees none on a create)."""
     rendered = rendered_scenarios["canary"]
     [role] = rendered.of_kind("Role")
+    name = rendered.one("InferenceService")["metadata"]["name"]
     assert role["rules"] == [
         {
             "apiGroups": ["serving.kserve.io"],
             "resources": ["inferenceservices"],
-            "resourceNames": [rendered.one("InferenceService")["metadata"]["name"]],
+            "resourceNames": [name],
             "verbs": ["get", "patch"],
-        }
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease_name(name)],
+            "verbs": ["get", "update", "delete"],
+        },
     ]
     [binding] = rendered.of_kind("RoleBinding")
     assert binding["roleRef"] == {

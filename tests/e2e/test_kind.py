@@ -393,7 +393,7 @@ def rollout_tool(deployed: None, tmp_path_factory: pytest.TempPathFactory) -> It
         prometheus_forward.stop()
 
 
-def test_the_rollout_identity_may_get_and_patch_the_inference_service_only(
+def test_the_rollout_identity_may_get_and_patch_the_inference_service_and_its_lock_only(
     rollout_tool: RolloutTool,
 ) -> None:
     def can(*args: str) -> str:
@@ -404,6 +404,11 @@ def test_the_rollout_identity_may_get_and_patch_the_inference_service_only(
     assert can("get", f"inferenceservices.serving.kserve.io/{MODEL}") == "yes"
     assert can("patch", f"inferenceservices.serving.kserve.io/{MODEL}") == "yes"
     assert can("delete", f"inferenceservices.serving.kserve.io/{MODEL}") == "no"
+    # The lock of `auto` (rollout/lock.py): a Lease named after the InferenceService.
+    assert can("create", "leases.coordination.k8s.io") == "yes"
+    assert can("update", f"leases.coordination.k8s.io/{MODEL}-rollout") == "yes"
+    assert can("delete", f"leases.coordination.k8s.io/{MODEL}-rollout") == "yes"
+    assert can("delete", "leases.coordination.k8s.io/another") == "no"
     assert can("get", "inferenceservices.serving.kserve.io/another") == "no"
     assert can("get", "pods") == "no"
     assert can("get", "secrets") == "no"
