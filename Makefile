@@ -5,20 +5,31 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-print-directory
 
-##@ Settings
+# Settings: every `NAME ?= default` here can be set on the command line or in the
+# environment; the `## ` line above each one is what `make help` prints for it.
+## the Python that creates .venv (3.11 or newer)
 PYTHON ?= python3
+## the virtualenv every target runs in
 VENV ?= .venv
 PY := $(VENV)/bin/python
+## extra pytest flags for `make test` / `make test-unit`, e.g. -k gates
 PYTEST_ARGS ?=
+## registered (and served) model name
 MODEL_NAME ?= breast-cancer
+## port of the local MLflow server (the demo's; MLFLOW_URL follows it)
 MLFLOW_PORT ?= 5000
 
 ##@ General
 .PHONY: help
-help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+help: ## Show this help: the targets, then every setting with its default.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m [NAME=value ...]\n"} \
 	  /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+	@printf "\n\033[1mSettings\033[0m (make NAME=value, or the environment)\n"
+	@awk '/^## / { doc = substr($$0, 4); next } \
+	  /^[A-Z0-9_]+ \?=/ { name = $$1; value = $$0; sub(/^[A-Z0-9_]+ \?= ?/, "", value); \
+	    printf "  \033[36m%-29s\033[0m %s [%s]\n", name, doc, (value == "" ? "empty" : value) } \
+	  { doc = "" }' $(MAKEFILE_LIST)
 
 # The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
 $(VENV)/.installed: pyproject.toml
@@ -68,27 +79,44 @@ clean: ## Remove caches and build output (keeps .venv and demo data).
 # `make demo` runs the whole flow as local processes on 127.0.0.1 (docs/local-demo.md).
 # State, logs and PID records live in DEMO_DIR; busy ports stop it before anything
 # starts. Running it again reuses what still runs.
+## state, logs and PID records of `make demo`
 DEMO_DIR ?= .demo
+## the demo predictor's HTTP port
 PREDICTOR_PORT ?= 8080
+## the demo predictor's gRPC port
 PREDICTOR_GRPC_PORT ?= 8081
+## the demo canary predictor's HTTP port
 CANARY_PORT ?= 8082
+## the demo canary predictor's gRPC port
 CANARY_GRPC_PORT ?= 8083
+## port of the local Prometheus (the demo's; PROMETHEUS_URL follows it)
 PROMETHEUS_PORT ?= 9090
 # The demo's load tests: users, seconds of the first run and of the canary run, canary share (%).
+## locust users of the demo's load tests
 DEMO_USERS ?= 8
+## seconds of the demo's first load test
 DEMO_LOAD_SECONDS ?= 10
+## seconds of the demo's canary load test
 DEMO_CANARY_SECONDS ?= 20
+## the demo canary's share of requests (%)
 DEMO_CANARY_WEIGHT ?= 10
 # `make demo-down CLEAN=1` also deletes DEMO_DIR (the registry, artifacts, reports).
+## `make demo-down CLEAN=1` also deletes DEMO_DIR
 CLEAN ?=
 # `make loadtest`: base URL, locust users, spawn rate (users/s), run time, report folder.
+## `make loadtest`: base URL of the predictor
 HOST ?= http://127.0.0.1:$(PREDICTOR_PORT)
+## `make loadtest`: locust users
 USERS ?= 10
+## `make loadtest`: users started per second
 SPAWN_RATE ?= $(USERS)
+## `make loadtest`: run time
 DURATION ?= 30s
+## `make loadtest`: report folder (CSV, HTML, summary.json)
 LOADTEST_OUT ?= $(DEMO_DIR)/loadtest/last
 # More locust flags, e.g. --host-header breast-cancer-predictor.mlops.example.com --slo-p99-ms 200
 # --slo-max-failure-ratio 0.001 --batch-size 32 --canary-host URL --canary-weight 10.
+## more locust flags, e.g. --slo-p99-ms 200 --batch-size 32
 LOADTEST_ARGS ?=
 
 .PHONY: demo
@@ -118,28 +146,55 @@ loadtest: venv ## Headless locust against HOST (USERS, DURATION); CSV + HTML rep
 # current context), MLflow and Prometheus through URLs: port-forward both first
 # (docs/rollouts.md). Exit codes: 0 ok/pass/promoted, 1 fail/rolled back, 2 refused or
 # bad flags, 3 inconclusive, 4 Kubernetes/MLflow/Prometheus error, 5 rollback failed.
+## the InferenceService the rollout targets act on
 ISVC_NAME ?= $(MODEL_NAME)
 # Empty: the kubeconfig context's namespace.
+## its namespace (empty: the kubeconfig context's)
 ROLLOUT_NAMESPACE ?= $(NAMESPACE)
+## kubeconfig context of the rollout targets (empty: the current one)
 KUBE_CONTEXT ?=
+## MLflow for the rollout targets (MLFLOW_TRACKING_URI if set)
 MLFLOW_URL ?= $(or $(MLFLOW_TRACKING_URI),http://127.0.0.1:$(MLFLOW_PORT))
-PROMETHEUS_URL ?= http://127.0.0.1:9090
+## Prometheus for `make analyze` and `make rollout`
+PROMETHEUS_URL ?= http://127.0.0.1:$(PROMETHEUS_PORT)
 # Which version `canary` and `rollout` roll out: a number, else the alias.
+## version `make canary` / `make rollout` roll out (empty: CANARY_ALIAS)
 CANARY_VERSION ?=
+## alias rolled out when CANARY_VERSION is empty
 CANARY_ALIAS ?= challenger
+## `make canary`: the canary's traffic share (%)
 CANARY_PERCENT ?= 10
+## `make analyze`: range of the queries (a Prometheus duration)
 ANALYSIS_WINDOW ?= 5m
 # Extra PromQL label matchers when one Prometheus sees the model twice, e.g. namespace="mlops".
+## extra PromQL label matchers, e.g. namespace="mlops"
 ROLLOUT_MATCH ?=
+## `make rollout`: traffic steps, the last 100 = promote
 ROLLOUT_STEPS ?= 10,50,100
+## `make rollout`: seconds after each step before its first analysis
 ROLLOUT_SOAK ?= 120
+## `make rollout`: seconds between analyses while inconclusive
 ROLLOUT_INTERVAL ?= 30
+## `make rollout`: seconds a step may stay inconclusive
 ROLLOUT_STEP_TIMEOUT ?= 600
+## `make rollback`: reason recorded on the rejected version
 ROLLBACK_REASON ?= rolled back by the operator
 # Extra flags for every rollout command, e.g. --dry-run or --min-requests 200.
+## extra flags for every rollout command, e.g. --dry-run
 ROLLOUT_ARGS ?=
+# make answers 2 for any failing recipe, which would hide the tool's verdicts (1 fail,
+# 3 inconclusive, 4 unreachable, 5 rollback failed): each rollout target writes the
+# tool's own exit code to this file and says it on stderr, so a script runs
+# `make analyze; code=$$(cat .rollout/exit-code)`, or calls `python -m rollout` itself.
+## where the rollout targets write the tool's exit code (make's own is 2)
+ROLLOUT_EXIT_FILE ?= .rollout/exit-code
 
 ROLLOUT := $(PY) -m rollout
+# $(call run_rollout,ARGS): the tool, its exit code kept in ROLLOUT_EXIT_FILE.
+run_rollout = code=0; $(ROLLOUT) $(1) || code=$$?; mkdir -p $(dir $(ROLLOUT_EXIT_FILE)); \
+  echo $$code > $(ROLLOUT_EXIT_FILE); \
+  if [ $$code -ne 0 ]; then echo "python -m rollout exited $$code (make reports 2;" \
+    "the tool's code is in $(ROLLOUT_EXIT_FILE))" >&2; fi; exit $$code
 ROLLOUT_WHERE = --model-name $(MODEL_NAME) --isvc $(ISVC_NAME) \
   --tracking-uri $(MLFLOW_URL) --prometheus-url $(PROMETHEUS_URL) \
   $(if $(ROLLOUT_NAMESPACE),--namespace $(ROLLOUT_NAMESPACE)) \
@@ -149,65 +204,86 @@ CANARY_WHICH = $(if $(CANARY_VERSION),--version $(CANARY_VERSION),--alias $(CANA
 
 .PHONY: rollout-status
 rollout-status: venv ## Show stable and canary versions, the traffic split and the registry aliases.
-	$(ROLLOUT) status $(ROLLOUT_WHERE) $(ROLLOUT_ARGS)
+	@$(call run_rollout,status $(ROLLOUT_WHERE) $(ROLLOUT_ARGS))
 
 .PHONY: canary
 canary: venv ## Start a canary: CANARY_VERSION (else @CANARY_ALIAS) takes CANARY_PERCENT % of traffic.
-	$(ROLLOUT) start $(ROLLOUT_WHERE) $(CANARY_WHICH) --percent $(CANARY_PERCENT) $(ROLLOUT_ARGS)
+	@$(call run_rollout,start $(ROLLOUT_WHERE) $(CANARY_WHICH) --percent $(CANARY_PERCENT) $(ROLLOUT_ARGS))
 	@echo "next: send traffic, then 'make analyze'; then 'make promote' or 'make rollback'"
 
 .PHONY: analyze
 analyze: venv ## Judge the canary against stable on Prometheus over ANALYSIS_WINDOW (exit 0/1/3).
-	$(ROLLOUT) analyze $(ROLLOUT_WHERE) --window $(ANALYSIS_WINDOW) $(ROLLOUT_JUDGE) $(ROLLOUT_ARGS)
+	@$(call run_rollout,analyze $(ROLLOUT_WHERE) --window $(ANALYSIS_WINDOW) $(ROLLOUT_JUDGE) $(ROLLOUT_ARGS))
 
 .PHONY: promote
 promote: venv ## Send the canary 100 % (remove canaryTrafficPercent) and move @champion to it.
-	$(ROLLOUT) promote $(ROLLOUT_WHERE) $(ROLLOUT_ARGS)
+	@$(call run_rollout,promote $(ROLLOUT_WHERE) $(ROLLOUT_ARGS))
 
 .PHONY: rollback
 rollback: venv ## Send the canary 0 %, restore stable in the spec, tag the version rejected.
-	$(ROLLOUT) rollback $(ROLLOUT_WHERE) --reason "$(ROLLBACK_REASON)" $(ROLLOUT_ARGS)
+	@$(call run_rollout,rollback $(ROLLOUT_WHERE) --reason "$(ROLLBACK_REASON)" $(ROLLOUT_ARGS))
 
 .PHONY: rollout
 rollout: venv ## Canary through ROLLOUT_STEPS with an analysis after each; ends promoted or rolled back.
-	$(ROLLOUT) auto $(ROLLOUT_WHERE) $(CANARY_WHICH) --steps $(ROLLOUT_STEPS) \
+	@$(call run_rollout,auto $(ROLLOUT_WHERE) $(CANARY_WHICH) --steps $(ROLLOUT_STEPS) \
 	  --soak $(ROLLOUT_SOAK) --interval $(ROLLOUT_INTERVAL) \
-	  --step-timeout $(ROLLOUT_STEP_TIMEOUT) $(ROLLOUT_JUDGE) $(ROLLOUT_ARGS)
+	  --step-timeout $(ROLLOUT_STEP_TIMEOUT) $(ROLLOUT_JUDGE) $(ROLLOUT_ARGS))
 
 ##@ Cluster (kind)
 # The whole stack on a local kind cluster (docs/kubernetes.md):
 #   make kind-up images deploy smoke    ...    make kind-down
 # Every version is pinned here; each target is safe to re-run.
+## the kind cluster's name
 CLUSTER_NAME ?= mlops
+## namespace of the Helm release
 NAMESPACE ?= mlops
+## the Helm release's name
 RELEASE ?= mlops
+## the kind binary
 KIND ?= kind
+## the kubectl binary
 KUBECTL ?= kubectl
+## the helm binary
 HELM ?= helm
 # docker, or podman (with KIND_EXPERIMENTAL_PROVIDER=podman for kind).
+## docker, or podman (with KIND_EXPERIMENTAL_PROVIDER=podman)
 CONTAINER_TOOL ?= docker
 # kind v0.30.0's node image for Kubernetes 1.34 (Knative 1.21 needs 1.33 or newer).
+## kind's node image (pinned by digest)
 KIND_NODE_IMAGE ?= kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a
 # The versions KServe 0.21 is tested with.
+## cert-manager that `make kind-up` installs
 CERT_MANAGER_VERSION ?= v1.17.0
+## Knative Serving that `make kind-up` installs
 KNATIVE_VERSION ?= v1.21.1
+## Kourier (Knative's network layer) that `make kind-up` installs
 KOURIER_VERSION ?= v1.21.0
+## KServe that `make kind-up` installs
 KSERVE_VERSION ?= v0.21.0
+## kube-prometheus-stack chart that `make kind-up` installs
 KUBE_PROMETHEUS_STACK_VERSION ?= 83.4.0
 # One image for training, serving and MLflow; `kind.local/` is on Knative's list of
 # registries whose tags it does not resolve (manifests/cluster/).
+## the one image's repository (training, serving, MLflow)
 IMAGE_REPO ?= kind.local/mlops-kserve
+## its tag (default: the version in pyproject.toml)
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # Pin a digest for reproducible builds: python:3.11-slim-bookworm@sha256:...
+## base image of the build; pin a digest for reproducible builds
 BASE_IMAGE ?= python:3.11-slim-bookworm
 # A pip configuration file handed to the build as a secret (custom index, CA bundle).
+## a pip configuration file handed to the build as a secret
 PIP_CONF ?=
 # The kind profile: CPU requests that fit kind's 4-CPU node (empty: the chart's defaults).
+## Helm values of the kind profile (empty: the chart's defaults)
 KIND_VALUES ?= charts/mlops/ci/kind-values.yaml
 # Extra flags for `helm upgrade --install`, e.g. --set training.settings.SMOKE=true.
+## extra flags for `helm upgrade --install`
 HELM_ARGS ?=
+## how long `make deploy` waits for the release
 DEPLOY_TIMEOUT ?= 20m
 # Local port of the port-forward to Kourier that `make smoke` uses.
+## local port of the port-forward to Kourier (`make smoke`)
 INGRESS_PORT ?= 8088
 KIND_CONTEXT := kind-$(CLUSTER_NAME)
 KIND_ENV := CLUSTER_NAME=$(CLUSTER_NAME) KIND=$(KIND) KUBECTL=$(KUBECTL) HELM=$(HELM) \
