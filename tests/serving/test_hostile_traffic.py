@@ -8,16 +8,20 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import json
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import psutil
 import pytest
 import requests
+import urllib3
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 
@@ -294,3 +298,67 @@ def test_a_body_in_the_same_read_as_its_head_does_not_count_toward_the_head(
     answer = exchange(port, head + body)
 
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+# --- 9. SIGTERM under load drains --------------------------------------------------------
+
+
+@dataclass
+class KeepAliveClient:
+    """One keep-alive connection sending requests in a loop until the server closes it."""
+
+    url: str
+    ok: int = 0
+    lost: list[str] = field(default_factory=list)
+    closed_cleanly: bool = False
+
+    def run(self, stop: threading.Event, deadline: float) -> None:
+        body = json.dumps(infer_body(ROWS))
+        with requests.Session() as session:
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    response = session.post(self.url, data=body, timeout=10)
+                except requests.ConnectionError as e:
+                    # Refused on a new connection: never sent (the server stopped
+                    # accepting, as it should). Anything else was sent and lost.
+                    if isinstance(e.args[0], urllib3.exceptions.MaxRetryError) and isinstance(
+                        e.args[0].reason, urllib3.exceptions.NewConnectionError
+                    ):
+                        return
+                    self.lost.append(repr(e))
+                    return
+                if response.status_code != 200:
+                    self.lost.append(f"{response.status_code}: {response.text[:200]}")
+                    return
+                self.ok += 1
+                if response.headers.get("connection") == "close":
+                    self.closed_cleanly = True
+                    return
+
+
+def test_sigterm_under_load_finishes_every_request_and_closes_connections_cleanly(
+    registered: Registered, tmp_path: Path
+) -> None:
+    running = ready_predictor(registered, tmp_path / "p.log")
+    clients = [KeepAliveClient(running.http + INFER) for _ in range(16)]
+    stop = threading.Event()
+    deadline = time.monotonic() + 20
+    threads = [threading.Thread(target=c.run, args=(stop, deadline)) for c in clients]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: all(c.ok >= 3 for c in clients), 15, "every client to be served")
+        running.process.popen.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        for thread in threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        exit_code = running.process.popen.wait(25)
+        took = time.monotonic() - signalled
+    finally:
+        stop.set()
+        running.process.stop()
+
+    assert [c.lost for c in clients] == [[]] * 16
+    assert all(c.closed_cleanly for c in clients), [c.closed_cleanly for c in clients]
+    assert exit_code == 0, running.process.log()
+    assert took < 30, f"exit took {took:.1f}s, past the 30 s grace period"
