@@ -66,8 +66,9 @@ class PredictorMetrics:
         )
         self.model_info = Gauge(
             "inference_model_info",
-            "The loaded model version (value 1), with its registry URI and training run.",
-            [*version, "model_uri", "run_id"],
+            "The loaded model version (value 1), with its registry URI, training run and the "
+            "runtime serving it (onnx, sklearn).",
+            [*version, "model_uri", "run_id", "runtime"],
             registry=registry,
         )
         self.model_load_seconds = Gauge(
@@ -126,9 +127,13 @@ class BoundMetrics:
             if count:
                 by_class[index].inc(count)
 
-    def loaded(self, model_uri: str, run_id: str, load_seconds: float) -> None:
+    def loaded(
+        self, model_uri: str, run_id: str, load_seconds: float, runtime: str = "sklearn"
+    ) -> None:
         labels = {"model_name": self.model_name, "model_version": self.model_version}
-        self.metrics.model_info.labels(**labels, model_uri=model_uri, run_id=run_id).set(1)
+        self.metrics.model_info.labels(
+            **labels, model_uri=model_uri, run_id=run_id, runtime=runtime
+        ).set(1)
         self.metrics.model_load_seconds.labels(**labels).set(load_seconds)
 
 

@@ -30,6 +30,8 @@ from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+RUNTIME_NAMES = {"onnx": "ONNX Runtime", "sklearn": "scikit-learn"}
+
 Fetcher = Callable[[Path], FetchedModel]
 """Downloads the configured model into the given folder."""
 
@@ -123,7 +125,13 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
             started, folder = prefetch.started, prefetch.folder
         with folder as path:
             fetched = self._fetch(Path(path)) if prefetch is None else self._await(prefetch.process)
-            loaded = load_model_dir(fetched.path, fetched.version, fetched.run_id, fetched.uri)
+            loaded = load_model_dir(
+                fetched.path,
+                fetched.version,
+                fetched.run_id,
+                fetched.uri,
+                runtime=self.settings.model_runtime,
+            )
         loaded.load_seconds = perf_counter() - started
         return loaded
 
@@ -142,16 +150,18 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
 
     def activate(self, loaded: LoadedModel) -> None:
         bound = self._families.bind(self.name, loaded.version, loaded.spec.class_names)
-        bound.loaded(loaded.model_uri, loaded.run_id, loaded.load_seconds)
+        bound.loaded(loaded.model_uri, loaded.run_id, loaded.load_seconds, loaded.runtime)
         self._active = Active(loaded, bound)
         self.metrics = bound
         self.waiting_for = ""
         self.ready = True
         logger.info(
-            "serving %s (run %s) as '%s': %d features, classes %s; loaded in %.2fs",
+            "serving %s (run %s) as '%s' with %s (%s): %d features, classes %s; loaded in %.2fs",
             loaded.model_uri,
             loaded.run_id or "unknown",
             self.name,
+            RUNTIME_NAMES[loaded.runtime],
+            loaded.runtime_reason,
             loaded.spec.n_features,
             ", ".join(loaded.spec.class_names),
             loaded.load_seconds,

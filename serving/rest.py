@@ -218,6 +218,8 @@ class PredictorRoutes:
                     "feature_names": list(spec.feature_names or ()),
                     "class_names": list(spec.class_names),
                     "max_batch_size": self.model.max_batch_size,
+                    "runtime": loaded.runtime,
+                    "runtime_reason": loaded.runtime_reason,
                 },
             }
         )

@@ -20,6 +20,8 @@ DEFAULT_MODEL_NAME = "breast-cancer"
 # the same throughput as asyncio's loop with a higher p99 at concurrency 8 (19 ms
 # against 13-15 ms), so the predictor's default is asyncio's.
 DEFAULT_EVENT_LOOP = "asyncio"
+MODEL_RUNTIMES = ("auto", "onnx", "sklearn")
+"""`MODEL_RUNTIME`'s choices (serving.loader.RUNTIME_CHOICES, without importing numpy)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class Settings:
     grace_period: int = 30
     event_loop: str = DEFAULT_EVENT_LOOP
     """KServe's `--event-loop`: `asyncio`, `uvloop`, or `auto` (uvloop where installed)."""
+    model_runtime: str = "auto"
+    """`MODEL_RUNTIME`: `auto` serves with ONNX Runtime where the version's ONNX copy passed
+    training's parity gate and is intact, else with scikit-learn; `onnx` or `sklearn`
+    forces one (`onnx` refuses a version without a usable copy)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -96,6 +102,10 @@ class Settings:
             problems.append(
                 f"HOST {self.host!r} must be an IP address or a host name, without a scheme "
                 "or port (e.g. 127.0.0.1, ::1 or 0.0.0.0)"
+            )
+        if self.model_runtime not in MODEL_RUNTIMES:
+            problems.append(
+                f"MODEL_RUNTIME {self.model_runtime!r}: choose from {', '.join(MODEL_RUNTIMES)}"
             )
         if self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
             # The image leaves uvloop out: asyncio's loop, the default, did better here.
@@ -216,6 +226,13 @@ def add_arguments(
         "every interface, 0.0.0.0 for REST and [::] for gRPC)",
     )
     group.add_argument(
+        "--model_runtime",
+        choices=MODEL_RUNTIMES,
+        default=env.get("MODEL_RUNTIME", default_of("model_runtime")),
+        help="auto: ONNX Runtime where the version's ONNX copy passed parity, else "
+        "scikit-learn; onnx or sklearn forces one (env MODEL_RUNTIME; default auto)",
+    )
+    group.add_argument(
         "--access_log",
         type=_env_flag,
         default=_env_flag(env.get("ACCESS_LOG", "false")),
@@ -254,4 +271,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         registry_timeout_seconds=args.registry_timeout_seconds,
         timeout_keep_alive=args.timeout_keep_alive,
         event_loop=args.event_loop,
+        model_runtime=args.model_runtime,
     )

@@ -66,7 +66,8 @@ def test_the_loaded_version_is_recorded_in_the_model_info_metrics(
 
     labels = {"model_name": MODEL_NAME, "model_version": "3"}
     info = REGISTRY.get_sample_value(
-        "inference_model_info", {**labels, "model_uri": "models:/breast-cancer/3", "run_id": RUN_ID}
+        "inference_model_info",
+        {**labels, "model_uri": "models:/breast-cancer/3", "run_id": RUN_ID, "runtime": "sklearn"},
     )
     load_seconds = REGISTRY.get_sample_value("inference_model_load_seconds", labels)
     assert info == 1.0

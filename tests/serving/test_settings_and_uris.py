@@ -154,6 +154,11 @@ def test_the_served_name_defaults_to_breast_cancer() -> None:
             {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m", "HOST": "http://h:1"},
             "HOST 'http://h:1' must be an IP address or a host name",
         ),
+        (
+            [],
+            {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m", "MODEL_RUNTIME": "tf"},
+            "MODEL_RUNTIME 'tf': choose from auto, onnx, sklearn",
+        ),
     ],
 )
 def test_unusable_settings_are_configuration_errors(
@@ -197,3 +202,16 @@ def test_host_comes_from_the_flag_or_the_environment_and_applies_to_grpc(
 
     assert settings.host == host
     assert grpc_address(settings.host, settings.grpc_port) == grpc
+
+
+def test_the_model_runtime_is_auto_unless_the_flag_or_the_environment_says() -> None:
+    from serving.loader import RUNTIME_CHOICES
+    from serving.settings import MODEL_RUNTIMES
+
+    env = {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m"}
+    assert parse([], env).model_runtime == "auto"
+    assert parse([], {**env, "MODEL_RUNTIME": "sklearn"}).model_runtime == "sklearn"
+    assert parse(
+        ["--model_runtime", "onnx"], {**env, "MODEL_RUNTIME": "sklearn"}
+    ).model_runtime == ("onnx")
+    assert MODEL_RUNTIMES == RUNTIME_CHOICES
