@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from contract.flags import FlagParser
 from rollout import queries
 from rollout.analysis import Thresholds
 from rollout.errors import ConfigError
@@ -143,7 +144,8 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Both spellings of every flag (--tracking-uri, --tracking_uri): contract/flags.py.
+    parser = FlagParser(
         prog="python -m rollout",
         description=(
             "Canary rollouts of a KServe InferenceService, judged on Prometheus: "

@@ -56,33 +56,63 @@ def configure_logging(args: argparse.Namespace) -> None:
     kserve_logging.configure_logging(config)
 
 
+# KServe's flags this predictor honours, with help that says what they do here; the
+# rest of KServe's parser (the transformer's --predictor_host..., --ssl_*,
+# --enable_latency_logging, which the predictor turns off) is still accepted, as
+# before, but left out of --help. Each default is shown once, in the text.
+KSERVE_FLAGS_THAT_APPLY = {
+    "http_port": "HTTP port of V2 REST, /metrics and the health checks (default {default})",
+    "grpc_port": "gRPC port of V2 (default {default})",
+    "workers": "must be 1: one model and one metrics registry per process; "
+    "scale out with replicas (default {default})",
+    "max_threads": "gRPC worker threads (default {default})",
+    "enable_grpc": "serve V2 over gRPC too (default {default})",
+    "grpc_max_receive_message_length": "largest gRPC message received, in bytes; the "
+    "smaller of this and --max_body_bytes applies (default {default})",
+    "configure_logging": "configure KServe's and uvicorn's logging (default {default})",
+    "log_config_file": "a YAML or JSON logging configuration to use instead (default none)",
+    "event_loop": "the HTTP server's event loop: asyncio, uvloop, or auto (uvloop if "
+    "installed) (default {default})",
+    "timeout_keep_alive": "seconds an idle keep-alive connection stays open; keep it longer "
+    "than a proxy's idle timeout (default {default})",
+    "model_name": "the served model name, /v2/models/NAME (env MODEL_NAME; default {default})",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kserve import model_server
 
+    from contract.flags import FlagParser
     from serving.settings import DEFAULT_EVENT_LOOP, add_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m serving",
-        description="Serve a registered scikit-learn model over V2 REST and gRPC.",
-        # A copy: a parent's flags are shared objects, and one default changes below.
+        description="Serve a registered scikit-learn model over V2 REST and gRPC. Every "
+        "flag takes either spelling, --tracking_uri or --tracking-uri.",
+        # A copy: a parent's flags are shared objects, and their help changes below.
         parents=[copy.deepcopy(model_server.parser)],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for action in parser._actions:
         if action.dest == "event_loop":  # KServe's help names its own default
             action.default = DEFAULT_EVENT_LOOP
-            action.help = "the HTTP server's event loop (auto: uvloop if installed)"
-    return add_arguments(parser)
+    kserve_actions = [a for a in parser._actions if a.dest != "help"]
+    add_arguments(parser)
+    for action in kserve_actions:
+        text = KSERVE_FLAGS_THAT_APPLY.get(action.dest)
+        default = parser.get_default(action.dest)
+        action.help = text.format(default=default) if text else argparse.SUPPRESS
+    return parser
 
 
 def start_prefetch(argv: list[str] | None) -> Prefetch | None:
     """Start fetching the model before anything heavy is imported, from our own flags
     alone. Whatever is wrong here is left for the full parse to report."""
+    from contract.flags import FlagParser
     from serving.settings import Settings, add_arguments
 
     if {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
         return None
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser = FlagParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     try:
         args, _ = add_arguments(parser).parse_known_args(argv)
         early = Settings(

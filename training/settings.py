@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from contract.flags import FlagParser
 from contract.onnx_format import DEFAULT_TOLERANCE
 from training.errors import ConfigError
 
@@ -87,7 +88,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     """The CLI; each default comes from the environment variable named in its help."""
     env = os.environ if env is None else env
     defaults = TrainingSettings()
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m training",
         description="Train, gate and register a scikit-learn classifier in MLflow.",
     )
