@@ -186,3 +186,29 @@ def test_two_auto_processes_at_once_one_acts_the_other_refuses(
     assert percents == [10, 0, None]  # one canary, one rollback: never both acting
     assert fake_api.calls("leases").count("POST") == 2
     assert lease_path(name) not in fake_api.objects  # released at the end
+
+
+def test_auto_renews_the_lease_while_it_waits(
+    fake_api: FakeApiServer,
+    registry_model: RegistryModel,
+    kubeconfig: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setattr("rollout.commands.RENEW_EVERY_SECONDS", 0.05)
+    monkeypatch.setattr("rollout.lock.RENEW_EVERY_SECONDS", 0.05)
+    name = registry_model.name
+    fake_api.put(isvc_path(name), inference_service(name, NAMESPACE, f"models:/{name}/1"))
+    with CannedPrometheus({"1": HEALTHY, "2": QUIET}).running() as prometheus:
+        code = main(
+            ["auto", "--model-name", name, "--tracking-uri", registry_model.tracking_uri,
+             "--kubeconfig", str(kubeconfig), "--isvc", name, "--prometheus-url", prometheus.url,
+             "--soak", "0.3", "--interval", "0.2", "--step-timeout", "1"]
+        )  # fmt: skip
+    assert code == 1  # inconclusive to the step's timeout: rolled back
+    calls = fake_api.calls("leases")
+    assert calls[0] == "POST" and calls[-1] == "DELETE"
+    assert calls.count("PUT") >= 3, calls  # renewed while soaking and between analyses
+    renewals = [r for r in fake_api.requests if r.method == "PUT"]
+    times = [r.body["spec"]["renewTime"] for r in renewals]
+    assert times == sorted(times) and len(set(times)) == len(times)
