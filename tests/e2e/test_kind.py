@@ -459,12 +459,28 @@ def test_rollout_auto_ends_promoted_or_rolled_back(
 ) -> None:
     stable = rollout_tool.champion()
     version = train_new_version()
+    second: list[subprocess.CompletedProcess[str]] = []
+
+    def second_auto() -> None:
+        # While the first holds the lock (its canary soaks for 150 s), a second one must
+        # refuse before touching anything (rollout/lock.py).
+        time.sleep(60)
+        second.append(rollout_tool("auto", "--version", version, *JUDGE, timeout=300))
+
+    racer = threading.Thread(target=second_auto, daemon=True)
     with ingress.sampled(seconds=1500) as seen:
+        racer.start()
         done = rollout_tool(
             "auto", "--version", version, "--steps", "50,100", "--soak", "150",
             "--interval", "20", "--step-timeout", "420", *JUDGE, timeout=1500,
         )  # fmt: skip
+    racer.join(300)
     assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert second and second[0].returncode == 2, second
+    assert f"holds Lease {NAMESPACE}/{MODEL}-rollout" in second[0].stderr
+    lease = run("kubectl", "--context", CONTEXT, "-n", NAMESPACE, "get", "lease",
+                f"{MODEL}-rollout", check=False, timeout=60)  # fmt: skip
+    assert "NotFound" in lease.stderr  # released at the end
     assert version in seen, seen
     wait_for_split([100] if done.returncode == 0 else [0, 100])
     expected = version if done.returncode == 0 else stable
