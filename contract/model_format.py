@@ -63,9 +63,11 @@ def load_estimator(
     allow-list: the list a model file declares about itself is not a safety control.
 
     `mlmodel` is the folder's parsed MLmodel file, for callers that read it already.
-    Raises `ValueError` when the model is not an sklearn model in the skops format, and
-    `UntrustedModel` (a `ValueError` too) when it holds a type outside the allow-list.
+    Raises `ValueError` when the model is not an sklearn model in the skops format,
+    `UntrustedModel` (a `ValueError` too) when it holds a type outside the allow-list, and
+    `MalformedModel` (a `ValueError`) when a tree's node arrays would crash scikit-learn.
     """
+    from contract.tree_check import check_trees
     from contract.upstream import import_skops
 
     skops_io = import_skops()
@@ -86,6 +88,9 @@ def load_estimator(
             "loaded, because pickle formats run arbitrary code. Re-train with this project."
         )
     try:
-        return skops_io.load(folder / flavor["pickled_model"], trusted=list(trusted_types))
+        estimator = skops_io.load(folder / flavor["pickled_model"], trusted=list(trusted_types))
     except UntrustedTypesFoundException as e:
         raise UntrustedModel(str(e)) from e
+    # Trusted types can still hold arrays that crash scikit-learn (contract/tree_check.py).
+    check_trees(estimator)
+    return estimator

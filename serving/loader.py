@@ -208,12 +208,17 @@ def load_with_sklearn(
 ) -> LoadedModel:
     """The estimator from the skops file, with our allow-list."""
     from contract.model_format import TRUSTED_TYPES, UntrustedModel, load_estimator
+    from contract.tree_check import MalformedModel
 
     try:
         estimator = load_estimator(model_dir, trusted_types=TRUSTED_TYPES, mlmodel=mlmodel)
     except UntrustedModel as e:
         raise InvalidModel(
             f"{model_uri} holds types outside the predictor's allow-list: {e}"
+        ) from e
+    except MalformedModel as e:
+        raise InvalidModel(
+            f"{model_uri} is refused, its trees would crash the predictor: {e}"
         ) from e
     except (ValueError, OSError, KeyError) as e:
         raise InvalidModel(f"{model_uri} cannot be loaded: {e}") from e
