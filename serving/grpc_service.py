@@ -107,6 +107,7 @@ class PredictorGRPCServer(GRPCServer):  # type: ignore[misc]
         max_receive_bytes: int,
         grace_period: int = 30,
         host: str | None = None,
+        max_pending_calls: int = 10_000,
     ) -> None:
         super().__init__(
             port, dataplane, model_repository_extension, kwargs={}, grace_period=grace_period
@@ -114,6 +115,7 @@ class PredictorGRPCServer(GRPCServer):  # type: ignore[misc]
         self.model = model
         self.max_receive_bytes = max_receive_bytes
         self.host = host
+        self.max_pending_calls = max_pending_calls
 
     async def start(self, max_workers: int) -> None:
         self._server = aio.server(
@@ -122,6 +124,15 @@ class PredictorGRPCServer(GRPCServer):  # type: ignore[misc]
             options=[
                 ("grpc.max_receive_message_length", self.max_receive_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                # Calls that arrived but that the asyncio server has not picked up yet
+                # wait in gRPC core's queue, which by default refuses some past 1,000 and
+                # all past 3,000 (early random detection); the asyncio server reports
+                # each refused call as CANCELLED. The predictor takes calls one at a time
+                # on its event loop, so a burst of 2,000 on one connection queued past
+                # 1,000 and lost some. A queued call holds little more than its headers
+                # (HTTP/2 flow control keeps its body in the transport's bounded window).
+                ("grpc.server.max_pending_requests", self.max_pending_calls),
+                ("grpc.server.max_pending_requests_hard_limit", self.max_pending_calls + 1),
             ],
         )
         servicer = PredictorServicer(self._data_plane, self._model_repository_extension, self.model)

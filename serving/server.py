@@ -90,6 +90,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
                 model,
                 max_receive_bytes=self.settings.grpc_receive_limit,
                 host=self.settings.host,
+                max_pending_calls=self.settings.grpc_max_pending_calls,
                 grace_period=self.grace_period,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))

@@ -52,6 +52,9 @@ class Settings:
     grpc_port: int = 8081
     enable_grpc: bool = True
     grpc_max_threads: int = 4
+    grpc_max_pending_calls: int = 10_000
+    """gRPC calls that may wait for the server to take them up (`GRPC_MAX_PENDING_CALLS`);
+    past it gRPC core refuses a call, which the client sees as CANCELLED."""
     grpc_max_message_bytes: int | None = None
     """KServe's `--grpc_max_receive_message_length`; the smaller of it and
     `max_body_bytes` applies."""
@@ -117,6 +120,10 @@ class Settings:
         problems = []
         if self.max_header_bytes < 1024:
             problems.append(f"MAX_HEADER_BYTES must be at least 1024, got {self.max_header_bytes}")
+        if self.grpc_max_pending_calls < 1:
+            problems.append(
+                f"GRPC_MAX_PENDING_CALLS must be at least 1, got {self.grpc_max_pending_calls}"
+            )
         if self.max_header_count < 8:
             problems.append(f"MAX_HEADER_COUNT must be at least 8, got {self.max_header_count}")
         if not 0 <= self.drain_seconds < self.grace_period:
@@ -211,6 +218,7 @@ def add_arguments(
         ("load_retry_initial_seconds", float, "first wait after a failed model load"),
         ("load_retry_max_seconds", float, "longest wait between model load attempts"),
         ("registry_timeout_seconds", float, "timeout of one registry call"),
+        ("grpc_max_pending_calls", int, "gRPC calls that may wait to be taken up"),
     ):
         variable = flag.upper()
         group.add_argument(
@@ -264,6 +272,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         grpc_port=args.grpc_port,
         enable_grpc=args.enable_grpc,
         grpc_max_threads=args.max_threads,
+        grpc_max_pending_calls=args.grpc_max_pending_calls,
         grpc_max_message_bytes=args.grpc_max_receive_message_length,
         access_log=args.access_log,
         load_retry_initial_seconds=args.load_retry_initial_seconds,

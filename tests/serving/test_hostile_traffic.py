@@ -5,6 +5,7 @@ stall it, or grow its memory. Each load phase is bounded in count and time."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import ipaddress
 import json
@@ -362,3 +363,35 @@ def test_sigterm_under_load_finishes_every_request_and_closes_connections_cleanl
     assert all(c.closed_cleanly for c in clients), [c.closed_cleanly for c in clients]
     assert exit_code == 0, running.process.log()
     assert took < 30, f"exit took {took:.1f}s, past the 30 s grace period"
+
+
+# --- 12. gRPC: thousands of calls in flight on one connection -----------------------------
+
+
+def test_2000_grpc_calls_in_flight_on_one_connection_are_all_answered(
+    predictor: Predictor,
+) -> None:
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="features",
+        datatype="FP64",
+        shape=[2, 30],
+        contents=pb.InferTensorContents(fp64_contents=[v for row in ROWS for v in row]),
+    )
+    request = pb.ModelInferRequest(model_name=SERVED_NAME, inputs=[tensor])
+
+    async def burst() -> dict[str, int]:
+        async with grpc.aio.insecure_channel(predictor.grpc) as channel:
+            stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+            await stub.ServerReady(pb.ServerReadyRequest(), timeout=10)
+
+            async def one() -> str:
+                try:
+                    await stub.ModelInfer(request, timeout=60)
+                except grpc.aio.AioRpcError as e:
+                    return e.code().name
+                return "OK"
+
+            codes = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(2000))), 90)
+        return dict(collections.Counter(codes))
+
+    assert asyncio.run(burst()) == {"OK": 2000}
