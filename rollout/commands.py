@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from rollout import isvc, report
 from rollout.analysis import Analysis, Verdict, evaluate
-from rollout.errors import ConfigError, ConflictError, ExitCode, RefusedError
+from rollout.errors import ConfigError, ConflictError, ExitCode, RefusedError, UnreachableError
 from rollout.kube import InferenceServices, connect
 from rollout.lock import RENEW_EVERY_SECONDS, RolloutLock
 from rollout.plan import Outcome, run_schedule
@@ -202,9 +202,31 @@ class Rollout:
 
     def status(self) -> int:
         _, state = self.read_state()
+        lock = self.lock_status()
         self.emit(report.status_text(state))
-        self.emit(report.json_line(state.summary()))
+        self.emit(f"auto lock               {report.lock_text(lock)}")
+        self.emit(report.json_line({**state.summary(), "auto_lock": lock}))
         return ExitCode.OK
+
+    def lock_status(self) -> dict[str, Any] | None:
+        """Who holds the `auto` lock (None: nobody); a lock we may not read is reported as
+        such, not as an error: `status` needs only get on the InferenceService."""
+        lock = self._lock_factory(self)
+        try:
+            found = lock.read()
+        except UnreachableError as e:
+            return {"lease": lock.describe(), "unknown": str(e)}
+        if found is None:
+            return None
+        holder, _ = found
+        renewed = None if holder.renewed is None else round(time.time() - holder.renewed, 1)
+        return {
+            "lease": lock.describe(),
+            "holder": holder.identity,
+            "version": holder.version,
+            "renewed_seconds_ago": renewed,
+            "expired": renewed is not None and renewed > holder.duration,
+        }
 
     def _resolve_start(self, state: RolloutState, version: str | None = None) -> str:
         version = version or self.registry.resolve(self.settings.version_ref or "", state.aliases)

@@ -121,3 +121,16 @@ def status_text(state: RolloutState) -> str:
     aliases = ", ".join(f"@{k}={v}" for k, v in sorted(state.aliases.items())) or "none"
     lines.append(f"registry aliases        {aliases}")
     return "\n".join(lines)
+
+
+def lock_text(lock: dict[str, Any] | None) -> str:
+    """One line on the `auto` lock (rollout/lock.py) for `status`."""
+    if lock is None:
+        return "free (no auto runs on it)"
+    if "unknown" in lock:
+        return f"unknown ({lock['unknown']})"
+    state = "expired, taken over by the next auto" if lock["expired"] else "held"
+    return (
+        f"{state}: {lock['holder']} rolling out {lock['version'] or '?'}, renewed "
+        f"{lock['renewed_seconds_ago']}s ago ({lock['lease']})"
+    )

@@ -113,7 +113,8 @@ class FakeApiServer:
         self.spec_edit_before_next_patch: dict[str, Any] | None = None
         """Simulate a person changing the spec between our GET and PATCH."""
         self.forbidden_verbs: set[str] = set()
-        """RBAC: verbs (get, patch, create, update, delete) answered 403."""
+        """RBAC: verbs (get, patch, create, update, delete) answered 403, on everything or,
+        as `"get leases"`, on one resource."""
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -202,7 +203,7 @@ class FakeApiServer:
     ) -> tuple[int, Any]:
         resource, name = _resource(path)
         verb = VERBS.get(method, method.lower())
-        if verb in self.forbidden_verbs:
+        if {verb, f"{verb} {resource.split('.')[0]}"} & self.forbidden_verbs:
             return 403, status(
                 403,
                 "Forbidden",

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 
 from rollout import queries
 from rollout.__main__ import main
+from rollout.lock import micro_time
 from tests.rollout.fake_apiserver import FakeApiServer, Recorded, inference_service
 from tests.rollout.fake_prometheus import (
     ERRORING,
@@ -101,9 +103,12 @@ def test_status_is_one_get_and_reports_both_versions(
     path = make_isvc("2", 10)
     code, out = cli("status")
     assert code == 0
+    lease = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{name_of(path)}-rollout"
     assert [(r.method, r.path, r.authorization) for r in fake_api.requests] == [
-        ("GET", path, f"Bearer {TOKEN}")
+        ("GET", path, f"Bearer {TOKEN}"),
+        ("GET", lease, f"Bearer {TOKEN}"),  # the auto lock: none here
     ]
+    assert "auto lock               free (no auto runs on it)" in out
     name = registry_model.name
     assert last_json(out) == {
         "namespace": NAMESPACE,
@@ -120,8 +125,46 @@ def test_status_is_one_get_and_reports_both_versions(
             {"revision": f"{name}-predictor-00001", "percent": 90, "latest": False, "tag": "prev"},
         ],
         "aliases": {"challenger": "2", "champion": "1"},
+        "auto_lock": None,
     }
     assert "canary                version 2 at 10 %" in out
+
+
+def name_of(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def test_status_names_the_auto_that_holds_the_lock(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any, registry_model: RegistryModel
+) -> None:
+    make_isvc("2", 10)
+    lease = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+    fake_api.put(
+        f"{lease}/{registry_model.name}-rollout",
+        {
+            "metadata": {"name": f"{registry_model.name}-rollout", "namespace": NAMESPACE,
+                         "annotations": {"mlops-rollout/version": "2"}},
+            "spec": {"holderIdentity": "ci:42:abcd", "leaseDurationSeconds": 180,
+                     "renewTime": micro_time(time.time() - 5)},
+        },
+    )  # fmt: skip
+    code, out = cli("status")
+    assert code == 0
+    lock = last_json(out)["auto_lock"]
+    assert (lock["holder"], lock["version"], lock["expired"]) == ("ci:42:abcd", "2", False)
+    assert 4 <= lock["renewed_seconds_ago"] < 60
+    assert "auto lock               held: ci:42:abcd rolling out 2, renewed" in out
+
+
+def test_status_without_permission_on_leases_still_answers(
+    cli: Cli, fake_api: FakeApiServer, make_isvc: Any
+) -> None:
+    make_isvc("1")
+    fake_api.forbidden_verbs = {"get leases"}
+    code, out = cli("status")
+    assert code == 0
+    assert "HTTP 403" in last_json(out)["auto_lock"]["unknown"]
+    assert "auto lock               unknown (" in out
 
 
 def test_start_sends_one_merge_patch_with_the_whole_containers_list(
