@@ -43,6 +43,8 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 RUN groupadd --gid 10001 mlops \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin mlops
 COPY --from=build /opt/venv /opt/venv
+# The `helm test` pod's V2 request (the same script `make smoke` runs), standard library only.
+COPY scripts/v2_request.py /opt/mlops/v2_request.py
 # Numeric, so kubelet can check runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
 WORKDIR /tmp

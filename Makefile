@@ -277,7 +277,7 @@ PIP_CONF ?=
 # The kind profile: CPU requests that fit kind's 4-CPU node (empty: the chart's defaults).
 ## Helm values of the kind profile (empty: the chart's defaults)
 KIND_VALUES ?= charts/mlops/ci/kind-values.yaml
-# Extra flags for `helm upgrade --install`, e.g. --set training.settings.SMOKE=true.
+# Extra flags for `helm upgrade --install`, e.g. --set training.settings.smoke=true.
 ## extra flags for `helm upgrade --install`
 HELM_ARGS ?=
 ## how long `make deploy` waits for the release

@@ -4,7 +4,8 @@
         --model breast-cancer [--count 1]
 
 Used by `make smoke` through a port-forward to the ingress (Kourier needs the
-InferenceService's host name in the Host header). The model's V2 metadata gives the
+InferenceService's host name in the Host header), and by the chart's `helm test` pod
+(the image holds a copy at /opt/mlops/v2_request.py). The model's V2 metadata gives the
 input tensor and its width; for the 30 breast-cancer features the request carries two
 real rows of scikit-learn's data set (one malignant, one benign), otherwise zeros.
 Exit 0 when every answer is a 200 with the three outputs of the contract.
@@ -43,6 +44,15 @@ def call(url: str, host: str | None, body: dict[str, Any] | None = None) -> dict
 
 
 def request_body(metadata: dict[str, Any]) -> dict[str, Any]:
+    """One tensor of rows for a tensor-signature model; one zero per column when the model
+    declares a V2 input per column (a CSV's signature)."""
+    if len(metadata["inputs"]) > 1:
+        return {
+            "inputs": [
+                {"name": column["name"], "shape": [1], "datatype": "FP64", "data": [0.0]}
+                for column in metadata["inputs"]
+            ]
+        }
     tensor = metadata["inputs"][0]
     width = int(tensor["shape"][-1])
     rows = BREAST_CANCER_ROWS if width == len(BREAST_CANCER_ROWS[0]) else [[0.0] * width]

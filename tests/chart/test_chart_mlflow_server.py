@@ -157,6 +157,22 @@ def test_sqlite_server_accepts_its_service_names_and_refuses_other_hosts(
     assert response.status_code == status
 
 
+def test_mlflow_behind_the_chart_s_ingress_accepts_the_ingress_host(tmp_path: Path) -> None:
+    """MLflow's DNS-rebinding guard must let the Ingress's host through, and no other."""
+    rendered = render({"mlflow": {"ingress": {"enabled": True, "hosts": ["mlflow.example.com"]}}})
+    with running_chart_mlflow(rendered, tmp_path) as server:
+        statuses = {
+            host: requests.get(
+                f"{server.url}/api/2.0/mlflow/experiments/search",
+                params={"max_results": 1},
+                headers={"Host": host},
+                timeout=10,
+            ).status_code
+            for host in ("mlflow.example.com", "elsewhere.example.com")
+        }
+    assert statuses == {"mlflow.example.com": 200, "elsewhere.example.com": 403}
+
+
 @pytest.fixture
 def postgresql() -> Iterator[str]:
     """A throwaway PostgreSQL cluster (initdb + pg_ctl) with an `mlflow` database."""

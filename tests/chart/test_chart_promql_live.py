@@ -4,6 +4,7 @@ scraping a real predictor that serves a model from a real MLflow registry."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -385,3 +386,26 @@ def test_the_smoke_request_script_gets_both_rows_right(predictor: Predictor) -> 
     assert outputs["class_name"] == ["malignant", "benign"]
     assert outputs["label"] == [0, 1]
     assert answer["model_version"] == "1"
+
+
+def test_the_helm_test_pod_s_command_passes_against_a_real_predictor(
+    predictor: Predictor, default_render: Rendered
+) -> None:
+    """The pod's command and args as kubelet runs them ($(VAR) from its env), with the
+    script where the Dockerfile copies it from and the cluster-local URL made local."""
+    [container] = default_render.one("Pod", "-test-v2")["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env["PREDICTOR_URL"] = predictor.url
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg) for arg in container["args"]]
+    python, script = container["command"]
+    assert (python, script) == ("python", "/opt/mlops/v2_request.py")
+    done = subprocess.run(
+        [PYTHON, str(REPO_ROOT / "scripts" / "v2_request.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = last_json(done.stdout)
+    assert (answer["model_name"], answer["model_version"]) == (MODEL, "1")

@@ -201,7 +201,11 @@ def test_every_training_setting_reaches_the_package_under_its_own_name(
     parser = settings_module.build_parser(env)
     helps = " ".join(action.help or "" for action in parser._actions)
     read_by_package = set(re.findall(r"\(env (\w+)", helps))
-    chart_settings = set(default_render.values["training"]["settings"])
+    # camelCase values, the package's UPPER_SNAKE names: `maxCvRecallStd` is MAX_CV_RECALL_STD.
+    chart_settings = {
+        re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
+        for key in default_render.values["training"]["settings"]
+    }
     assert chart_settings | {"MLFLOW_TRACKING_URI", "MODEL_NAME"} == read_by_package
     settings = settings_module.settings_from_args(parser.parse_args([]))
     assert settings.tracking_uri == "http://mlops-mlflow:5000"
@@ -215,7 +219,7 @@ def test_every_training_setting_reaches_the_package_under_its_own_name(
 def test_changed_training_values_change_the_settings_the_package_sees() -> None:
     settings_module = pytest.importorskip("training.settings")
     rendered = render(
-        {"training": {"settings": {"SMOKE": True, "SEED": 7, "CANDIDATES": "logreg"}}}
+        {"training": {"settings": {"smoke": True, "seed": 7, "candidates": "logreg"}}}
     )
     env = env_of(rendered.one("Job")["spec"]["template"]["spec"]["containers"][0])
     parser = settings_module.build_parser(env)

@@ -154,6 +154,12 @@ def test_the_smoke_request_uses_real_rows_for_breast_cancer_and_zeros_otherwise(
     assert tensor["data"][:2] == [17.99, 10.38]
     body = v2_request.request_body({"inputs": [{"name": "x", "shape": [-1, 4]}]})
     assert body["inputs"][0]["data"] == [0.0] * 4
+    # A CSV's signature declares one V2 input per column: one zero each.
+    columns = [{"name": "age", "shape": [-1]}, {"name": "dose", "shape": [-1]}]
+    assert v2_request.request_body({"inputs": columns})["inputs"] == [
+        {"name": "age", "shape": [1], "datatype": "FP64", "data": [0.0]},
+        {"name": "dose", "shape": [1], "datatype": "FP64", "data": [0.0]},
+    ]
 
 
 # The Kubernetes version a client-only `helm template` assumes (`.Capabilities.KubeVersion`

@@ -39,7 +39,7 @@ RELEASE = NAMESPACE
 MODEL = "breast-cancer"
 # A short training run whose model does not depend on timing noise: runs 2 and 3 then
 # reproduce run 1 and pass the no-regression gate.
-TRAINING_VALUES = "--set training.settings.SMOKE=true --set training.settings.LATENCY_MARGIN=0"
+TRAINING_VALUES = "--set training.settings.smoke=true --set training.settings.latencyMargin=0"
 # The rollout tool's own ServiceAccount and Role: the e2e runs it with that identity only.
 DEPLOY_VALUES = f"{TRAINING_VALUES} --set rollout.rbac.create=true"
 ROLLOUT_ACCOUNT = f"{RELEASE}-rollout"  # `<fullname>-rollout`; the release names the chart

@@ -101,7 +101,8 @@ Service (a name MLflow's allowed-hosts list accepts), or an external one.
 
 {{/*
 Host headers MLflow accepts: its Service names (any port, any cluster domain), localhost for
-port-forwards, private IPs for probes and Prometheus, and the user's extras.
+port-forwards, private IPs for probes and Prometheus, the Ingress's hosts, and the user's
+extras.
 */}}
 {{- define "mlops.mlflow.allowedHosts" -}}
 {{- $svc := include "mlops.mlflow.fullname" . }}
@@ -109,6 +110,9 @@ port-forwards, private IPs for probes and Prometheus, and the user's extras.
 {{- $hosts = concat $hosts (list "localhost" "localhost:*" "127.0.0.1" "127.0.0.1:*" "10.*" "192.168.*") }}
 {{- range $i := until 16 }}
 {{- $hosts = append $hosts (printf "172.%d.*" (add 16 $i)) }}
+{{- end }}
+{{- if .Values.mlflow.ingress.enabled }}
+{{- $hosts = concat $hosts .Values.mlflow.ingress.hosts }}
 {{- end }}
 {{- concat $hosts .Values.mlflow.extraAllowedHosts | join "," }}
 {{- end }}
@@ -154,4 +158,90 @@ as `1.048576e+06`; whole numbers are printed as integers instead.
 {{- else }}
 {{- toString . }}
 {{- end }}
+{{- end }}
+
+{{/*
+Name of the InferenceService (its Knative Service is `<name>-predictor`). `predictor.name`
+wins; `predictor.nameFromRelease` gives `<release>-<modelName>` (the release alone when it
+already holds the model's name), so two releases in one namespace never collide; otherwise
+the model's name, as in every earlier chart version.
+*/}}
+{{- define "mlops.isvcName" -}}
+{{- if .Values.predictor.name }}
+{{- .Values.predictor.name }}
+{{- else if .Values.predictor.nameFromRelease }}
+{{- if contains .Values.modelName .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Values.modelName | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- else }}
+{{- .Values.modelName }}
+{{- end }}
+{{- end }}
+
+{{/*
+A pod's labels: the chart's (which selectors and the NetworkPolicy rely on, so they win)
+plus the workload's `podLabels`. Call with (dict "ctx" $ "component" "mlflow" "extra" .podLabels).
+*/}}
+{{- define "mlops.podLabels" -}}
+{{- $labels := include "mlops.labels" (dict "ctx" .ctx "component" .component) | fromYaml }}
+{{- toYaml (merge $labels (deepCopy (.extra | default dict))) }}
+{{- end }}
+
+{{/*
+Where a workload's pods may run: its `nodeSelector`, `affinity` and `tolerations`, each
+only when set. Call with the workload's values (.Values.mlflow, .Values.training, ...).
+*/}}
+{{- define "mlops.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The training package's settings as environment variables: a camelCase key of
+`training.settings` becomes its UPPER_SNAKE name (`maxRegression` -> MAX_REGRESSION). An
+UPPER_SNAKE key is the form of earlier chart versions, read for one more version: it wins
+over its camelCase twin, since only a user sets it (the defaults are camelCase).
+*/}}
+{{- define "mlops.training.settingsEnv" -}}
+{{- $env := dict }}
+{{- range $key, $value := .Values.training.settings }}
+{{- if not (regexMatch "^[A-Z][A-Z0-9_]*$" $key) }}
+{{- $_ := set $env (snakecase $key | upper) $value }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := .Values.training.settings }}
+{{- if regexMatch "^[A-Z][A-Z0-9_]*$" $key }}
+{{- $_ := set $env $key $value }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := $env }}
+- name: {{ $name }}
+  value: {{ include "mlops.envValue" $value | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The UPPER_SNAKE keys of `training.settings` a user still sets (deprecated), comma-separated
+as `OLD -> newKey`, for NOTES.txt.
+*/}}
+{{- define "mlops.training.legacySettings" -}}
+{{- $found := list }}
+{{- range $key, $_ := .Values.training.settings }}
+{{- if regexMatch "^[A-Z][A-Z0-9_]*$" $key }}
+{{- $found = append $found (printf "%s -> %s" $key (lower $key | camelcase | untitle)) }}
+{{- end }}
+{{- end }}
+{{- join ", " $found }}
 {{- end }}
