@@ -239,6 +239,8 @@ def warm_up(model: LoadedModel) -> None:
     """One prediction before the model turns ready: the first call of a freshly loaded
     model allocates and imports lazily, which should not land on a client."""
     try:
-        model.predict(np.zeros((1, model.spec.n_features)))
+        # The runtime's own call: `predict` would also change this thread's scikit-learn
+        # settings (`assume_finite`), and the loading thread is not a request thread.
+        model._predict_proba(np.zeros((1, model.spec.n_features)))
     except Exception as e:
         raise InvalidModel(f"{model.model_uri} fails to predict a row of zeros: {e}") from e
