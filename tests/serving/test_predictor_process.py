@@ -114,7 +114,13 @@ class Registered:
     run_id: str
 
 
-def register_with_training(server: MlflowServer, name: str, log: Path) -> Registered:
+def register_with_training(
+    server: MlflowServer,
+    name: str,
+    log: Path,
+    candidates: str = "logreg",
+    extra: tuple[str, ...] = (),
+) -> Registered:
     """`python -m training --smoke` registers a version and sets @champion on a new name."""
     result = subprocess.run(
         [
@@ -127,7 +133,8 @@ def register_with_training(server: MlflowServer, name: str, log: Path) -> Regist
             name,
             "--smoke",
             "--candidates",
-            "logreg",
+            candidates,
+            *extra,
         ],
         cwd=REPO_ROOT,
         capture_output=True,
