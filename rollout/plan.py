@@ -187,6 +187,30 @@ def run_schedule(
     return result
 
 
+class StepDecision(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    WAIT = "wait"
+    """Inconclusive, and the step has time left: analyse again after `interval_seconds`."""
+
+
+def decide_step(
+    analysis: Analysis, percent: int, elapsed: float, schedule: Schedule
+) -> tuple[StepDecision, str]:
+    """What one analysis of a step means, `elapsed` seconds after the step began; with the
+    reason (for a rollback: why). `auto` and the controller both judge a step this way."""
+    if analysis.verdict is Verdict.FAIL:
+        return StepDecision.FAILED, f"analysis failed at {percent} %: {analysis.reason}"
+    if analysis.verdict is Verdict.PASS:
+        return StepDecision.PASSED, f"analysis passed at {percent} %: {analysis.reason}"
+    if elapsed + schedule.interval_seconds > schedule.step_timeout_seconds:
+        return StepDecision.FAILED, (
+            f"still inconclusive after {elapsed:.0f}s at {percent} % "
+            f"(--step-timeout {schedule.step_timeout_seconds:g}s): {analysis.reason}"
+        )
+    return StepDecision.WAIT, analysis.reason
+
+
 def _judge_step(
     ops: RolloutOps,
     schedule: Schedule,
@@ -205,13 +229,9 @@ def _judge_step(
         analysis = ops.analyze(max(1, math.ceil(elapsed)))
         on_analysis(percent, analysis)
         record.analyses.append({"verdict": analysis.verdict.value, "reason": analysis.reason})
-        if analysis.verdict is Verdict.FAIL:
-            return f"analysis failed at {percent} %: {analysis.reason}"
-        if analysis.verdict is Verdict.PASS:
+        decision, reason = decide_step(analysis, percent, elapsed, schedule)
+        if decision is StepDecision.FAILED:
+            return reason
+        if decision is StepDecision.PASSED:
             return None
-        if elapsed + schedule.interval_seconds > schedule.step_timeout_seconds:
-            return (
-                f"still inconclusive after {elapsed:.0f}s at {percent} % "
-                f"(--step-timeout {schedule.step_timeout_seconds:g}s): {analysis.reason}"
-            )
         sleep(schedule.interval_seconds)
