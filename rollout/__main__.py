@@ -1,4 +1,4 @@
-"""`python -m rollout COMMAND ...`: status, start, analyze, promote, rollback, auto.
+"""`python -m rollout COMMAND ...`: status, start, analyze, promote, rollback, auto, controller.
 
 Exit codes (errors.ExitCode): 0 ok / pass / promoted, 1 fail / rolled back,
 2 usage error or refused, 3 inconclusive, 4 Kubernetes / MLflow / Prometheus error,
@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rollout.errors import RolloutError
+from rollout.errors import ConfigError, RolloutError
 from rollout.plan import Interrupted
-from rollout.settings import build_parser, settings_from_args
+from rollout.settings import Settings, build_parser, settings_from_args
 
 logger = logging.getLogger("rollout")
 
@@ -37,13 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow retries an unreachable server for minutes by default; a CLI should say so sooner.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    # SIGTERM (kill, a Job's deadline) rolls `auto` back like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-
     from rollout.commands import Rollout
 
     try:
         settings = settings_from_args(args)
+        if settings.command == "controller":
+            return _controller(settings)
+        # SIGTERM (kill, a Job's deadline) rolls `auto` back like Ctrl-C does.
+        signal.signal(signal.SIGTERM, _raise_interrupted)
         rollout = Rollout(settings)
         run = {
             "status": rollout.status,
@@ -60,6 +61,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted):
         logger.error("interrupted")
         return 130
+
+
+def _controller(settings: Settings) -> int:
+    """kopf handles SIGTERM itself: it stops the watch, then our workers end their tick."""
+    from rollout.controller import run
+    from rollout.reconcile import ControllerConfig
+
+    if settings.dry_run:
+        raise ConfigError("the controller has no --dry-run; `auto --dry-run` shows the patches")
+    try:
+        config = ControllerConfig(settings.schedule, settings.poll_seconds, settings.grace_seconds)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return run(settings, config)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ class InferenceServices:
         self.host = str(api_client.configuration.host)
         self.api_client = api_client
         self._api = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
 
     @property
     def path(self) -> str:
@@ -160,6 +161,16 @@ class InferenceServices:
         )
         return obj if isinstance(obj, dict) else {}
 
+    def post_event(self, obj: isvc.Json, kind: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the InferenceService (what `kubectl describe` lists)."""
+        self._call(
+            "create an Event on",
+            self._core.create_namespaced_event,
+            self.namespace,
+            event_body(obj, kind, reason, message),
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -188,6 +199,42 @@ class InferenceServices:
             raise UnreachableError(
                 f"the Kubernetes API server at {self.host} is unreachable: {e}"
             ) from e
+
+
+EVENT_SOURCE = "mlops-rollout-controller"
+
+
+def event_body(obj: isvc.Json, kind: str, reason: str, message: str) -> isvc.Json:
+    """An Event about `obj`; `kind` is Normal or Warning, `reason` one CamelCase word."""
+    from datetime import UTC, datetime
+
+    metadata = obj.get("metadata") or {}
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": f"{metadata.get('name', 'isvc')}.",
+            "namespace": metadata.get("namespace"),
+        },
+        "involvedObject": {
+            "apiVersion": f"{isvc.GROUP}/{isvc.VERSION}",
+            "kind": "InferenceService",
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace"),
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+        "type": kind,
+        "reason": reason,
+        # The API server refuses messages over 1 KiB for core Events.
+        "message": message[:1024],
+        "source": {"component": EVENT_SOURCE},
+        "reportingComponent": EVENT_SOURCE,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
 
 
 def _status_message(error: Any) -> str:

@@ -25,6 +25,8 @@ CHALLENGER = "challenger"
 STATUS_TAG = "rollout_status"
 REASON_TAG = "rollout_reason"
 TIME_TAG = "rollout_time"
+DECISION_TAG = "rollout_decision"
+"""The controller's latest decision on the version (started, stepped, refused, ...)."""
 PROMOTED = "promoted"
 REJECTED = "rejected"
 
@@ -137,3 +139,51 @@ class Registry:
                 key,
                 value,
             )
+
+    def tag_decision(self, version: str, text: str) -> None:
+        """One tag with the controller's latest decision, so the registry shows it too."""
+        self._call(
+            f"tag version {version}",
+            self._client.set_model_version_tag,
+            self.model_name,
+            version,
+            DECISION_TAG,
+            f"{datetime.now(UTC).isoformat(timespec='seconds')} {text}"[:5000],
+        )
+
+    def input_signature(self, version: str) -> Any:
+        """The `signature.inputs` of the version's MLmodel file (parsed JSON), or None when
+        it has none (or no MLmodel file at all); UnreachableError when MLflow fails."""
+        import json
+        import tempfile
+        from pathlib import Path
+
+        import mlflow.artifacts
+        import yaml
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory(prefix="rollout-mlmodel-") as folder:
+            try:
+                # The version's own artifact location: a `models:/NAME/VERSION` URI would be
+                # resolved against the process-wide registry URI, not this client's.
+                location = self._client.get_model_version_download_uri(self.model_name, version)
+                path = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{str(location).rstrip('/')}/MLmodel",
+                    dst_path=folder,
+                    tracking_uri=self.tracking_uri,
+                )
+                mlmodel = yaml.safe_load(Path(path).read_text())
+            except MlflowException as e:
+                if _code(e) == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise UnreachableError(
+                    f"could not read the MLmodel file of version {version} of "
+                    f"{self.model_name!r} from {self.tracking_uri}: {e.message}"
+                ) from e
+            except (OSError, yaml.YAMLError) as e:
+                raise UnreachableError(
+                    f"could not read the MLmodel file of version {version} of "
+                    f"{self.model_name!r} from {self.tracking_uri}: {e}"
+                ) from e
+        inputs = ((mlmodel or {}).get("signature") or {}).get("inputs")
+        return json.loads(inputs) if isinstance(inputs, str) else inputs

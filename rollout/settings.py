@@ -47,6 +47,17 @@ class Settings:
     reason: str
     allow_rejected: bool
     schedule: Schedule
+    poll_seconds: float = 30.0
+    """`controller`: how often the registry is asked for a new @challenger."""
+    grace_seconds: float = 120.0
+    """`controller`: how long a step's analysis may be unavailable before rolling back."""
+    controller_isvc: str | None = None
+    """`controller --isvc`: drive this InferenceService only (default: every one that
+    serves a `models:/` URI in the namespace)."""
+    controller_listen: str = "0.0.0.0"
+    """`controller --listen`: the address of /metrics, /readyz and /healthz."""
+    controller_metrics_port: int = 9090
+    controller_health_port: int = 8080
 
 
 def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -143,6 +154,33 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_schedule(parser: argparse.ArgumentParser) -> None:
+    s = Schedule()
+    parser.add_argument(
+        "--steps",
+        default=",".join(map(str, s.steps)),
+        help=f"traffic percentages, the last 100 = promote (default {','.join(map(str, s.steps))})",
+    )
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=s.soak_seconds,
+        help=f"seconds after each step before its first analysis (default {s.soak_seconds:g})",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=s.interval_seconds,
+        help=f"seconds between analyses while inconclusive (default {s.interval_seconds:g})",
+    )
+    parser.add_argument(
+        "--step-timeout",
+        type=float,
+        default=s.step_timeout_seconds,
+        help=f"roll back when inconclusive this long (default {s.step_timeout_seconds:g})",
+    )
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     # Both spellings of every flag (--tracking-uri, --tracking_uri): contract/flags.py.
     parser = FlagParser(
@@ -188,31 +226,43 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
     auto = command("auto", "step through a schedule, analysing after each step")
     _add_version(auto)
-    s = Schedule()
-    auto.add_argument(
-        "--steps",
-        default=",".join(map(str, s.steps)),
-        help=f"traffic percentages, the last 100 = promote (default {','.join(map(str, s.steps))})",
-    )
-    auto.add_argument(
-        "--soak",
-        type=float,
-        default=s.soak_seconds,
-        help=f"seconds after each step before its first analysis (default {s.soak_seconds:g})",
-    )
-    auto.add_argument(
-        "--interval",
-        type=float,
-        default=s.interval_seconds,
-        help=f"seconds between analyses while inconclusive (default {s.interval_seconds:g})",
-    )
-    auto.add_argument(
-        "--step-timeout",
-        type=float,
-        default=s.step_timeout_seconds,
-        help=f"roll back when inconclusive this long (default {s.step_timeout_seconds:g})",
-    )
+    _add_schedule(auto)
     _add_thresholds(auto)
+
+    controller = command(
+        "controller",
+        "run in the cluster: take every new @challenger through the schedule on its own",
+    )
+    _add_schedule(controller)
+    _add_thresholds(controller)
+    group = controller.add_argument_group("the controller")
+    group.add_argument(
+        "--poll",
+        type=float,
+        default=float(env.get("ROLLOUT_POLL_SECONDS", "30")),
+        help="seconds between looks for a new @challenger (env ROLLOUT_POLL_SECONDS; default 30)",
+    )
+    group.add_argument(
+        "--grace",
+        type=float,
+        default=120.0,
+        help="roll back when a step's analysis cannot run (Prometheus down) this many "
+        "seconds (default 120)",
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9090,
+        help="port of /metrics and /readyz (default 9090)",
+    )
+    group.add_argument(
+        "--listen",
+        default="0.0.0.0",
+        help="address of /metrics, /readyz and /healthz (default 0.0.0.0: the pod's probes)",
+    )
+    group.add_argument(
+        "--health-port", type=int, default=8080, help="port of kopf's /healthz (default 8080)"
+    )
     return parser
 
 
@@ -284,4 +334,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         reason=str(get("reason") or "rolled back by the operator"),
         allow_rejected=bool(get("allow_rejected")),
         schedule=schedule,
+        poll_seconds=float(get("poll") or 30.0),
+        grace_seconds=float(getattr(args, "grace", 120.0)),
+        controller_isvc=args.isvc if args.command == "controller" else None,
+        controller_listen=str(get("listen") or "0.0.0.0"),
+        controller_metrics_port=int(get("metrics_port") or 9090),
+        controller_health_port=int(get("health_port") or 8080),
     )

@@ -14,13 +14,18 @@ recorder. It behaves as the real one does where the rollout relies on it:
 - create (POST to a collection) of an existing name is 409 AlreadyExists; DELETE
   honours `preconditions.resourceVersion`; leases are stored like any object;
 - `forbidden_verbs` plays RBAC: those verbs answer 403 before anything else, dry run
-  or not (authorization runs before admission and storage).
+  or not (authorization runs before admission and storage);
+- for the controller (kopf): the discovery documents of the two groups involved, a
+  LIST of a collection with its resourceVersion, a WATCH that streams every change
+  after a given resourceVersion as JSON lines (chunked), and the creation of core/v1
+  Events with `generateName` (kept in `events`).
 Its merge-patch code is written independently of the code under test.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import threading
 import time
@@ -99,11 +104,102 @@ def _resource(path: str) -> tuple[str, str]:
     return (f"{resource}.{group}" if group else resource), name
 
 
+DISCOVERY: dict[str, Any] = {
+    "/api": {"kind": "APIVersions", "versions": ["v1"]},
+    "/api/v1": {
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [
+            {
+                "name": "events",
+                "singularName": "event",
+                "namespaced": True,
+                "kind": "Event",
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+            },
+            {
+                "name": "namespaces",
+                "singularName": "namespace",
+                "namespaced": False,
+                "kind": "Namespace",
+                "verbs": ["get", "list", "watch"],
+            },
+        ],
+    },
+    "/apis": {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [
+            {
+                "name": "serving.kserve.io",
+                "versions": [{"groupVersion": "serving.kserve.io/v1beta1", "version": "v1beta1"}],
+                "preferredVersion": {
+                    "groupVersion": "serving.kserve.io/v1beta1",
+                    "version": "v1beta1",
+                },
+            }
+        ],
+    },
+    "/apis/serving.kserve.io/v1beta1": {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "serving.kserve.io/v1beta1",
+        "resources": [
+            {
+                "name": "inferenceservices",
+                "singularName": "inferenceservice",
+                "namespaced": True,
+                "kind": "InferenceService",
+                "shortNames": ["isvc"],
+                "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"],
+            },
+            {
+                "name": "inferenceservices/status",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "InferenceService",
+                "verbs": ["get", "patch", "update"],
+            },
+        ],
+    },
+}
+
+WATCH_LONGEST_SECONDS = 30.0
+"""A watch ends after its timeoutSeconds or this, whichever is first (clients re-watch)."""
+
+
+@dataclass
+class WatchEvent:
+    revision: int
+    type: str
+    path: str
+    obj: dict[str, Any]
+
+
+@dataclass
+class Watch:
+    """A handled watch request: the handler streams `watch_lines` instead of one body."""
+
+    path: str
+    query: dict[str, list[str]]
+
+
+def _collection(path: str) -> str:
+    return path.rsplit("/", 1)[0]
+
+
 class FakeApiServer:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        """Notified on every write, for the watches."""
+        self.history: list[WatchEvent] = []
+        self.events: list[dict[str, Any]] = []
+        """core/v1 Events created through the API, in order."""
+        self.stopping = False
+        self._event_names = itertools.count(1)
         self.revision = 1000
         """The global revision every write takes the next value of, as etcd's."""
         self.status_writes_before_next_patch = 0
@@ -130,7 +226,24 @@ class FakeApiServer:
                 self.revision += 1
                 stored["metadata"]["resourceVersion"] = str(self.revision)
             self.revision = max(self.revision, rv)
+            self._record_change("MODIFIED" if path in self.objects else "ADDED", path, stored)
             self.objects[path] = stored
+
+    def edit(self, path: str, patch: dict[str, Any]) -> None:
+        """A write by someone else (helm upgrade, KServe's status), as the API server
+        applies a merge patch: next revision, generation bumped when the spec changed."""
+        with self.lock:
+            current = self.objects[path]
+            self._store(path, current, rfc7386(copy.deepcopy(current), patch))
+
+    def event_reasons(self) -> list[str]:
+        with self.lock:
+            return [str(e.get("reason")) for e in self.events]
+
+    def _record_change(self, kind: str, path: str, obj: dict[str, Any]) -> None:
+        revision = int(obj["metadata"].get("resourceVersion") or self.revision)
+        self.history.append(WatchEvent(revision, kind, path, copy.deepcopy(obj)))
+        self.changed.notify_all()
 
     def get(self, path: str) -> dict[str, Any]:
         with self.lock:
@@ -160,6 +273,7 @@ class FakeApiServer:
         self.revision += 1
         meta["resourceVersion"] = str(self.revision)
         self.objects[path] = new
+        self._record_change("ADDED" if old is None else "MODIFIED", path, new)
         return new
 
     def _others_write(self, path: str) -> None:
@@ -213,9 +327,21 @@ class FakeApiServer:
         dry_run = query.get("dryRun") == ["All"]
         if query.get("dryRun") and not dry_run:
             return 400, status(400, "BadRequest", f"invalid dry run option: {query['dryRun']}")
+        if method == "GET" and path in DISCOVERY:
+            return 200, DISCOVERY[path]
+        if method == "POST" and path.endswith("/events"):
+            return self._create_event(path, body)
         if method == "POST" and path.endswith(COLLECTIONS):
             return self._create(path, resource, body, dry_run)
         current = self.objects.get(path)
+        if (
+            current is None
+            and method == "GET"
+            and any(_collection(p) == path for p in self.objects)
+        ):
+            if query.get("watch", [""])[0] in {"true", "1"}:
+                return 200, Watch(path, query)
+            return 200, self._list(path)
         if current is None:
             return 404, status(404, "NotFound", f'{resource} "{name}" not found')
         if method == "GET":
@@ -256,7 +382,9 @@ class FakeApiServer:
                 f"ResourceVersion in precondition: {wanted}, in object meta: {current}",
             )
         if not dry_run:
-            del self.objects[path]
+            gone = self.objects.pop(path)
+            self.revision += 1
+            self._record_change("DELETED", path, {**gone, "metadata": {**gone["metadata"]}})
         return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
 
     def _replace(
@@ -303,6 +431,49 @@ class FakeApiServer:
             return 200, patched
         return 200, self._store(path, current, patched)
 
+    def _list(self, path: str) -> dict[str, Any]:
+        items = [copy.deepcopy(o) for p, o in self.objects.items() if _collection(p) == path]
+        return {
+            "apiVersion": "v1",
+            "kind": "List",
+            "metadata": {"resourceVersion": str(self.revision)},
+            "items": items,
+        }
+
+    def _create_event(self, path: str, body: Any) -> tuple[int, Any]:
+        if not isinstance(body, dict) or not body.get("involvedObject") or not body.get("reason"):
+            return 422, status(422, "Invalid", "an Event needs involvedObject and reason")
+        event = copy.deepcopy(body)
+        meta = event.setdefault("metadata", {})
+        if not meta.get("name"):
+            meta["name"] = f"{meta.get('generateName', 'event.')}{next(self._event_names):05d}"
+        meta["namespace"] = path.split("/")[4]
+        self.revision += 1
+        meta["resourceVersion"] = str(self.revision)
+        self.events.append(event)
+        return 201, event
+
+    def watch_lines(self, path: str, query: dict[str, list[str]]) -> Iterator[bytes]:
+        """The changes of the collection after `resourceVersion`, until the timeout."""
+        since = int(query.get("resourceVersion", ["0"])[0] or 0)
+        timeout = float(query.get("timeoutSeconds", [WATCH_LONGEST_SECONDS])[0])
+        deadline = time.monotonic() + min(timeout, WATCH_LONGEST_SECONDS)
+        sent = since
+        while True:
+            with self.lock:
+                pending = [
+                    e for e in self.history if e.revision > sent and _collection(e.path) == path
+                ]
+                if not pending:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self.stopping:
+                        return
+                    self.changed.wait(min(left, 0.5))
+                    continue
+            for event in pending:
+                sent = event.revision
+                yield json.dumps({"type": event.type, "object": event.obj}).encode() + b"\n"
+
     @contextmanager
     def running(self) -> Iterator[FakeApiServer]:
         fake = self
@@ -312,12 +483,32 @@ class FakeApiServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 code, payload = fake.handle(self.command, self.path, self.headers, raw)
+                if isinstance(payload, Watch):
+                    self._stream(payload)
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, watch: Watch) -> None:
+                # Chunked, as the API server streams a watch: one JSON object a line.
+                self.protocol_version = "HTTP/1.1"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    for line in fake.watch_lines(watch.path, watch.query):
+                        self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away: the watch is over
+                self.close_connection = True
 
             do_GET = do_PATCH = do_PUT = do_POST = do_DELETE = _serve  # noqa: N815
 
@@ -330,6 +521,9 @@ class FakeApiServer:
         try:
             yield self
         finally:
+            with self.lock:
+                self.stopping = True
+                self.changed.notify_all()
             self._server.shutdown()
             self._server.server_close()
             thread.join(5)

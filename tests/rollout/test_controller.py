@@ -1,0 +1,301 @@
+"""`python -m rollout controller` as a real process (kopf and all) against the recording
+API server, a real `mlflow server`, and a canned Prometheus; the PromQL on a real
+Prometheus scraping real predictors is in test_controller_prometheus.py.
+
+Soaks are a fraction of a second, every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from rollout.progress import ANNOTATION
+from tests.rollout.fake_apiserver import FakeApiServer
+from tests.rollout.fake_prometheus import (
+    ERRORING,
+    HEALTHY,
+    CannedPrometheus,
+    VersionNumbers,
+)
+from tests.rollout.helpers import NAMESPACE, RegistryModel
+from tests.support import PYTHON, Process, free_port, start_process, wait_until
+
+pytestmark = pytest.mark.integration
+
+FAST = [
+    "--steps", "10,50,100", "--soak", "0.3", "--interval", "0.2", "--step-timeout", "5",
+    "--min-requests", "100", "--poll", "0.3", "--grace", "1.5",
+]  # fmt: skip
+DEADLINE = 60.0
+
+
+@pytest.fixture
+def canned() -> Iterator[Callable[[dict[str, VersionNumbers]], CannedPrometheus]]:
+    with ExitStack() as stack:
+
+        def make(numbers: dict[str, VersionNumbers]) -> CannedPrometheus:
+            return stack.enter_context(CannedPrometheus(numbers).running())
+
+        yield make
+
+
+class Controller:
+    """One `python -m rollout controller` process and its ports."""
+
+    def __init__(self, process: Process, metrics_port: int, health_port: int) -> None:
+        self.process = process
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}"
+        self.health_url = f"http://127.0.0.1:{health_port}/healthz"
+
+    def metrics(self) -> str:
+        return requests.get(f"{self.metrics_url}/metrics", timeout=5).text
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(self.metrics()):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        return None
+
+
+@pytest.fixture
+def start_controller(
+    tmp_path: Path, kubeconfig: Path, registry_model: RegistryModel
+) -> Iterator[Callable[..., Controller]]:
+    started: list[Process] = []
+
+    def start(prometheus_url: str, *extra: str) -> Controller:
+        metrics_port, health_port = free_port(), free_port()
+        process = start_process(
+            [
+                PYTHON, "-m", "rollout", "controller", "--kubeconfig", str(kubeconfig),
+                "--namespace", NAMESPACE, "--tracking-uri", registry_model.tracking_uri,
+                "--prometheus-url", prometheus_url, "--listen", "127.0.0.1",
+                "--metrics-port", str(metrics_port), "--health-port", str(health_port),
+                *FAST, *extra,
+            ],
+            tmp_path / f"controller-{len(started)}.log",
+        )  # fmt: skip
+        started.append(process)
+        controller = Controller(process, metrics_port, health_port)
+
+        def ready() -> bool:
+            assert process.alive(), f"the controller exited:\n{process.log()}"
+            try:
+                return requests.get(f"{controller.metrics_url}/readyz", timeout=2).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_until(ready, DEADLINE, "the controller's /readyz")
+        return controller
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def record(fake_api: FakeApiServer, path: str) -> dict[str, Any]:
+    annotations = fake_api.get(path)["metadata"].get("annotations") or {}
+    return dict(json.loads(annotations[ANNOTATION])) if ANNOTATION in annotations else {}
+
+
+def wait_for_outcome(
+    fake_api: FakeApiServer, path: str, controller: Controller, outcome: str
+) -> dict[str, Any]:
+    def done() -> bool:
+        assert controller.process.alive(), controller.process.log()
+        return record(fake_api, path).get("outcome") is not None
+
+    wait_until(done, DEADLINE, f"the rollout to end ({outcome})", interval=0.1)
+    found = record(fake_api, path)
+    assert found["outcome"] == outcome, (found, controller.process.log())
+    return found
+
+
+def predictor_spec(fake_api: FakeApiServer, path: str) -> dict[str, Any]:
+    return dict(fake_api.get(path)["spec"]["predictor"])
+
+
+def model_uri(spec: dict[str, Any]) -> str:
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+    return str(env["MODEL_URI"])
+
+
+def test_healthy_challenger_is_stepped_to_100_and_promoted(
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+    start_controller: Callable[..., Controller],
+) -> None:
+    path = make_isvc("1")
+    prometheus = canned({"1": HEALTHY, "2": HEALTHY})
+    controller = start_controller(prometheus.url)
+    final = wait_for_outcome(fake_api, path, controller, "promoted")
+
+    assert final["phase"] == "idle" and final["version"] == "2" and final["stable"] == "1"
+    spec = predictor_spec(fake_api, path)
+    assert "canaryTrafficPercent" not in spec  # 100 % to the latest revision
+    assert model_uri(spec) == f"models:/{registry_model.name}/2"
+    assert registry_model.aliases()["champion"] == "2"
+    tags = registry_model.tags("2")
+    assert tags["rollout_status"] == "promoted"
+    assert tags["rollout_decision"].split(" ", 1)[1].startswith("RolloutPromoted: ")
+    # The spec went 10 % -> 50 % -> promoted, each step in one guarded merge patch with
+    # its record; kopf itself wrote nothing on the object.
+    patches = [r for r in fake_api.patches() if r.path == path]
+    percents = [
+        r.body.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent", "-")
+        for r in patches
+        if "spec" in r.body
+    ]
+    assert percents == [10, 50, None]
+    assert all(r.body["metadata"]["resourceVersion"] for r in patches)
+    assert all(set(r.body["metadata"]) <= {"resourceVersion", "annotations"} for r in patches)
+    for request in patches:
+        assert list(request.body["metadata"].get("annotations", {})) in ([], [ANNOTATION])
+    assert all(r.query.get("fieldManager") == ["mlops-rollout"] for r in patches)
+    # Every decision is an Event on the InferenceService.
+    reasons = fake_api.event_reasons()
+    assert reasons == ["RolloutStarted", "RolloutStepped", "RolloutPromoted"], reasons
+    event = fake_api.events[-1]
+    assert event["involvedObject"]["kind"] == "InferenceService"
+    assert event["involvedObject"]["name"] == registry_model.name
+    assert event["type"] == "Normal" and "version 2" in event["message"]
+    # Its own metrics, per model.
+    model = registry_model.name
+    assert controller.sample("rollout_phase", model_name=model, phase="idle") == 1
+    assert controller.sample("rollout_phase", model_name=model, phase="progressing") == 0
+    assert controller.sample("rollout_canary_percent", model_name=model) == 0
+    assert controller.sample("rollout_analysis_total", model_name=model, verdict="pass") == 2
+    assert requests.get(controller.health_url, timeout=5).ok
+    # The decisions are log lines too.
+    log = controller.process.log()
+    assert "RolloutStarted" in log and "RolloutPromoted" in log
+
+
+def test_failing_challenger_is_rolled_back_at_the_first_step(
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+    start_controller: Callable[..., Controller],
+) -> None:
+    path = make_isvc("1")
+    prometheus = canned({"1": HEALTHY, "2": ERRORING})
+    controller = start_controller(prometheus.url)
+    final = wait_for_outcome(fake_api, path, controller, "rolled_back")
+
+    assert final["percent"] == 10 and "success_ratio" in final["reason"]
+    spec = predictor_spec(fake_api, path)
+    assert spec["canaryTrafficPercent"] == 0
+    assert model_uri(spec) == f"models:/{registry_model.name}/1"
+    assert registry_model.aliases()["champion"] == "1"
+    tags = registry_model.tags("2")
+    assert tags["rollout_status"] == "rejected" and "success_ratio" in tags["rollout_reason"]
+    # Traffic to 0 first, then the stable spec.
+    spec_patches = [r.body["spec"]["predictor"] for r in fake_api.patches() if "spec" in r.body]
+    assert spec_patches[0]["canaryTrafficPercent"] == 10
+    assert spec_patches[1] == {"canaryTrafficPercent": 0}
+    assert model_uri(spec_patches[2]) == f"models:/{registry_model.name}/1"
+    assert fake_api.event_reasons() == ["RolloutStarted", "RolloutRolledBack"]
+    assert fake_api.events[-1]["type"] == "Warning"
+    model = registry_model.name
+    assert controller.sample("rollout_analysis_total", model_name=model, verdict="fail") == 1
+    # A rejected version is no trigger: polling on does not start it again.
+    polled = len(fake_api.requests)
+    wait_until(lambda: len(fake_api.requests) > polled + 4, DEADLINE, "more polls")
+    assert fake_api.event_reasons() == ["RolloutStarted", "RolloutRolledBack"]
+
+
+def test_prometheus_down_during_a_soak_rolls_back_after_the_grace(
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    start_controller: Callable[..., Controller],
+) -> None:
+    path = make_isvc("1")
+    nothing_listens = f"http://127.0.0.1:{free_port()}"
+    controller = start_controller(nothing_listens)
+    final = wait_for_outcome(fake_api, path, controller, "rolled_back")
+
+    assert "could not be judged" in final["reason"] and "grace 1.5s" in final["reason"]
+    assert "Prometheus" in final["reason"]
+    assert registry_model.tags("2")["rollout_status"] == "rejected"
+    assert "could not be judged" in registry_model.tags("2")["rollout_reason"]
+    assert predictor_spec(fake_api, path)["canaryTrafficPercent"] == 0
+    assert "could not be judged" in fake_api.events[-1]["message"]
+    model = registry_model.name
+    unavailable = controller.sample(
+        "rollout_analysis_total", model_name=model, verdict="unavailable"
+    )
+    assert unavailable is not None and unavailable >= 2
+
+
+def test_refusals_are_said_once_and_patch_nothing(
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+    start_controller: Callable[..., Controller],
+) -> None:
+    path = make_isvc("1")
+    fake_api.edit(path, {"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+    registry_model.client.set_model_version_tag(registry_model.name, "3", "gate_status", "rejected")
+    prometheus = canned({"1": HEALTHY, "2": HEALTHY})
+    controller = start_controller(prometheus.url)
+    wait_until(lambda: len(fake_api.events) >= 1, DEADLINE, "the refusal's Event")
+    polled = len(fake_api.requests)
+    wait_until(lambda: len(fake_api.requests) > polled + 4, DEADLINE, "more polls")
+    assert fake_api.event_reasons() == ["RolloutRefused"]
+    assert "is not Ready" in fake_api.events[0]["message"]
+    assert fake_api.patches() == []
+    assert "RolloutRefused: version 2" in registry_model.tags("2")["rollout_decision"]
+    assert "is not Ready" in controller.process.log()
+
+    # A version the training gates rejected, as the new @challenger: refused with the reason.
+    fake_api.edit(path, {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    registry_model.client.set_registered_model_alias(registry_model.name, "challenger", "3")
+    wait_until(lambda: len(fake_api.events) >= 2, DEADLINE, "the second refusal")
+    assert "failed the training gates" in fake_api.events[1]["message"]
+    assert fake_api.patches() == []
+
+
+def test_killed_mid_step_and_restarted_resumes(
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+    start_controller: Callable[..., Controller],
+) -> None:
+    path = make_isvc("1")
+    prometheus = canned({"1": HEALTHY, "2": HEALTHY})
+    slow = ["--soak", "2"]  # long enough to be killed in the middle of the first soak
+    first = start_controller(prometheus.url, *slow)
+    wait_until(lambda: record(fake_api, path).get("phase") == "progressing", DEADLINE, "a step")
+    os.killpg(first.process.popen.pid, signal.SIGKILL)
+    first.process.popen.wait(10)
+    at_kill = record(fake_api, path)
+    assert at_kill["percent"] == 10 and at_kill["outcome"] is None
+
+    second = start_controller(prometheus.url, *slow)
+    final = wait_for_outcome(fake_api, path, second, "promoted")
+    assert final["version"] == "2"
+    # The second controller did not start the rollout again: one start, both steps.
+    starts = [
+        r for r in fake_api.patches() if "containers" in r.body.get("spec", {}).get("predictor", {})
+    ]
+    assert len(starts) == 1
+    assert fake_api.event_reasons() == ["RolloutStarted", "RolloutStepped", "RolloutPromoted"]
+    assert "RolloutStarted" not in second.process.log()
