@@ -70,6 +70,7 @@ class Holder:
     acquired: float | None
     renewed: float | None
     duration: int
+    annotations: dict[str, str] | None = None
 
 
 class RolloutLock:
@@ -94,6 +95,8 @@ class RolloutLock:
         self._resource_version: str | None = None
         self._acquired_at = 0.0
         self._renewed_at = 0.0
+        self.annotations: dict[str, str] = {}
+        """More annotations every write of the lease carries (the controller's record)."""
 
     def describe(self) -> str:
         return f"Lease {self.namespace}/{self.name}"
@@ -109,7 +112,7 @@ class RolloutLock:
         metadata: dict[str, Any] = {
             "name": self.name,
             "namespace": self.namespace,
-            "annotations": {VERSION_ANNOTATION: version},
+            "annotations": {**self.annotations, VERSION_ANNOTATION: version},
         }
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
@@ -165,6 +168,7 @@ class RolloutLock:
             acquired=_timestamp(spec.acquire_time),
             renewed=_timestamp(spec.renew_time) or _timestamp(spec.acquire_time),
             duration=int(spec.lease_duration_seconds or LEASE_SECONDS),
+            annotations={str(k): str(v) for k, v in annotations.items()},
         )
         return holder, str(found.metadata.resource_version)
 
@@ -240,6 +244,30 @@ class RolloutLock:
         if not dry_run:
             self._resource_version = str(replaced.metadata.resource_version)
             self._acquired_at = self._renewed_at = now
+
+    def adopt(self) -> Holder | None:
+        """Hold the lease again if it carries our identity (this holder restarted: the
+        controller's identity is fixed, the CLI's is new on every run); its holder or None."""
+        current = self.read()
+        if current is None:
+            return None
+        holder, resource_version = current
+        if holder.identity == self.identity:
+            self._resource_version = resource_version
+            self._acquired_at = holder.acquired or self._clock()
+            self._renewed_at = holder.renewed or self._acquired_at
+            logger.info("holding %s again as %s", self.describe(), self.identity)
+        return holder
+
+    def renew_now(self, version: str) -> None:
+        """Write the lease now (a renewal carrying the current annotations); a failure
+        is an error at once, the lease's last renewal stays as it was."""
+        last, self._renewed_at = self._renewed_at, float("-inf")
+        try:
+            self.renew_if_due(version)
+        except UnreachableError:
+            self._renewed_at = last
+            raise
 
     def renew_if_due(self, version: str) -> None:
         """Renew when RENEW_EVERY_SECONDS passed. A failed renewal is retried at the next

@@ -1,11 +1,17 @@
-"""The controller's record of a rollout, kept in an annotation on the InferenceService.
+"""The controller's record of a rollout, kept in the cluster beside the InferenceService.
 
 The state lives in the cluster, not in the controller's memory, so a controller killed
-at any moment finds the rollout where it was. Every traffic change is written in the
-same merge patch as the record that describes it (one write, one resourceVersion), so
-the record can never say 10 % while the spec says 50 %. Promotion and rollback are
-written as a phase first and then carried out; each is idempotent, so a controller
-killed half-way simply finishes it.
+at any moment finds the rollout where it was. It is an annotation on the Lease
+`<isvc>-rollout` (lock.py), the lock `auto` takes too, so the CLI and the controller
+cannot run two rollouts of one InferenceService: the controller holds the lease while
+a rollout runs (renewing it with every write of the record) and deletes it when the
+rollout ends. Not on the InferenceService: KServe copies its annotations into the
+Knative revision template, so every write of the record would cut a new revision.
+
+Each write of the record comes before the action it announces (write-ahead): a
+controller killed between the two finds the record one step ahead of the spec, and
+finishes the action. Promotion and rollback are idempotent, so one killed half-way
+simply finishes them.
 """
 
 from __future__ import annotations
@@ -14,8 +20,6 @@ import json
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
-
-from rollout import isvc
 
 ANNOTATION = "rollout.mlops/state"
 
@@ -57,9 +61,8 @@ class Progress:
         return replace(self, **changes)
 
     @staticmethod
-    def read(obj: isvc.Json) -> Progress:
-        """The record on `obj`; an absent or unreadable one is IDLE (nothing to resume)."""
-        raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION)
+    def parse(raw: str | None) -> Progress:
+        """The record from the annotation's text; absent is IDLE (nothing to resume)."""
         if not raw:
             return Progress()
         try:
@@ -67,24 +70,8 @@ class Progress:
             data["phase"] = Phase(data.get("phase", Phase.IDLE))
             known = {k: v for k, v in data.items() if k in Progress.__dataclass_fields__}
             return Progress(**known)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, AttributeError) as e:
             raise ValueError(
                 f"annotation {ANNOTATION} is not a rollout record ({e}): {raw[:200]!r}; "
-                "remove it (kubectl annotate isvc NAME rollout.mlops/state-) to start over"
+                "delete the lease (kubectl delete lease ISVC-rollout) to start over"
             ) from e
-
-
-def with_progress(patch: isvc.Json, progress: Progress) -> isvc.Json:
-    """`patch` (already guarded by resourceVersion) that also writes the record."""
-    metadata = dict(patch.get("metadata") or {})
-    metadata["annotations"] = {ANNOTATION: progress.to_json()}
-    return {**patch, "metadata": metadata}
-
-
-def progress_patch(obj: isvc.Json, progress: Progress) -> isvc.Json:
-    """A merge patch of the record alone, guarded by the resourceVersion of `obj`."""
-    resource_version = (obj.get("metadata") or {}).get("resourceVersion")
-    metadata: isvc.Json = {"annotations": {ANNOTATION: progress.to_json()}}
-    if resource_version:
-        metadata["resourceVersion"] = resource_version
-    return {"metadata": metadata}

@@ -1,11 +1,12 @@
 """One InferenceService's rollout, advanced one decision at a time (what the controller runs).
 
-`tick()` reads the InferenceService, its record (progress.py) and the registry, takes
-at most one decision, writes it, and says how long to wait before the next tick. It
-holds nothing between ticks that matters: a controller restarted at any moment ticks
-on from the record. The judgement and the actions are the CLI's own: `Rollout`
-(commands.py) reads the state, sends the guarded merge patches, promotes and rolls
-back; `decide_step` (plan.py) judges a step exactly as `auto` does.
+`tick()` reads the InferenceService, the rollout's record (progress.py, on the Lease
+`<isvc>-rollout`) and the registry, takes at most one decision, writes it, and says how
+long to wait before the next tick. A controller restarted at any moment takes its
+lease back (its identity is fixed) and ticks on from the record. The judgement and
+the actions are the CLI's own: `Rollout` (commands.py) reads the state, sends the
+guarded merge patches, promotes and rolls back; `decide_step` (plan.py) judges a step
+exactly as `auto` does.
 
 The trigger: a `@challenger` that is neither the stable version nor tagged promoted or
 rejected by a rollout. Refusals (a canary already running, a version the training gates
@@ -28,15 +29,25 @@ from dataclasses import dataclass
 from rollout import isvc
 from rollout.commands import Rollout
 from rollout.controller_metrics import ControllerMetrics
-from rollout.errors import ConflictError, RefusedError, RolloutError, UnreachableError
+from rollout.errors import (
+    ConflictError,
+    LockLostError,
+    RefusedError,
+    RolloutError,
+    UnreachableError,
+)
+from rollout.lock import RENEW_EVERY_SECONDS, RolloutLock
 from rollout.plan import Schedule, StepDecision, decide_step
-from rollout.progress import Phase, Progress, progress_patch, with_progress
+from rollout.progress import ANNOTATION, Phase, Progress
 from rollout.registry import CHALLENGER, PROMOTED, REJECTED, STATUS_TAG, version_uri
 from rollout.state import RolloutState, check_can_start
 
 logger = logging.getLogger(__name__)
 
 NORMAL, WARNING = "Normal", "Warning"
+CONTROLLER_IDENTITY = "mlops-rollout-controller"
+"""The holder identity of the controller's leases: fixed, so a restarted controller (one
+replica, Recreate) knows its own lease; the CLI's `auto` is `host:pid:random`."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,22 @@ class Reconciler:
         self.model = rollout.settings.model_name
         self._said: set[str] = set()
         """Refusals already recorded (version: reason), so a poll does not repeat them."""
+        self._lock: RolloutLock | None = None
+        self.progress = Progress()
+        """The record as last written (while the lease is held)."""
+
+    @property
+    def lock(self) -> RolloutLock:
+        if self._lock is None:
+            kube = self.rollout.kube
+            self._lock = RolloutLock(
+                kube.api_client,
+                kube.namespace,
+                kube.name,
+                identity=CONTROLLER_IDENTITY,
+                clock=self.clock,
+            )
+        return self._lock
 
     # -- recording -------------------------------------------------------------------------
 
@@ -89,34 +116,69 @@ class Reconciler:
             except RolloutError as e:
                 logger.warning("could not tag version %s with %s: %s", version, reason, e)
 
-    def _write(self, obj: isvc.Json, progress: Progress) -> isvc.Json:
-        obj = self.rollout.apply(obj, lambda o: progress_patch(o, progress))
+    def _write(self, progress: Progress) -> None:
+        """Persist the record: take the lease for a new rollout, renew it with the record,
+        delete it when the rollout is over. RefusedError when another `auto` holds it."""
+        lock, version = self.lock, progress.version or ""
+        lock.annotations = {ANNOTATION: progress.to_json()}
+        if progress.phase is Phase.IDLE:
+            lock.release()
+        elif lock.held:
+            lock.renew_now(version)
+        else:
+            lock.acquire(version)
+        self.progress = progress
         self.metrics.set_phase(self.model, progress.phase, progress.percent)
-        return obj
+
+    def _read_record(self) -> Progress:
+        if self.lock.held:
+            return self.progress
+        holder = self.lock.adopt()
+        if holder is None or not self.lock.held:
+            return Progress()  # no lease, or another `auto` holds it (refused at the start)
+        progress = Progress.parse((holder.annotations or {}).get(ANNOTATION))
+        logger.info(
+            "%s: resuming the rollout of version %s (%s at %s %%)",
+            self.rollout.kube.describe(),
+            progress.version,
+            progress.phase.value,
+            progress.percent,
+        )
+        return progress
 
     # -- the tick --------------------------------------------------------------------------
 
     def tick(self) -> float:
         """One decision at most; seconds until the next tick."""
+        obj, state = self.rollout.read_state()
         try:
-            obj, state = self.rollout.read_state()
-            progress = Progress.read(obj)
+            progress = self._read_record()
         except ValueError as e:  # an unreadable record: say so, touch nothing
             raise RefusedError(str(e)) from e
         self.metrics.set_phase(self.model, progress.phase, progress.percent)
         try:
             if progress.phase is Phase.PROGRESSING:
-                return self._advance(obj, state, progress)
-            if progress.phase is Phase.PROMOTING:
-                return self._promote(progress)
-            if progress.phase is Phase.ROLLING_BACK:
-                return self._roll_back(progress)
-            return self._maybe_start(obj, state)
+                delay = self._advance(obj, state, progress)
+            elif progress.phase is Phase.PROMOTING:
+                delay = self._promote(progress)
+            elif progress.phase is Phase.ROLLING_BACK:
+                delay = self._roll_back(progress)
+            else:
+                delay = self._maybe_start(obj, state)
         except ConflictError as e:
             # Someone (helm upgrade, a person) changed the spec between our read and our
             # patch; the API server refused our copy. The next tick rebuilds from theirs.
             logger.info("%s; reading it again", e)
             return min(self.config.schedule.interval_seconds, 1.0)
+        except LockLostError as e:
+            logger.warning("%s", e)
+            self.progress = Progress()
+            return self.config.poll_seconds
+        if self.lock.held:
+            # Wake in time to renew the lease, so no one takes it for a dead controller's.
+            self.lock.renew_if_due(self.progress.version or "")
+            return min(delay, RENEW_EVERY_SECONDS)
+        return delay
 
     # -- idle: the trigger and the refusals ------------------------------------------------
 
@@ -131,24 +193,18 @@ class Reconciler:
             return poll
         refusal = self._refusal(state, challenger, tags)
         if refusal is not None:
-            said = f"{challenger}: {refusal}"
-            if said not in self._said:
-                self._said.add(said)
-                self.record(
-                    obj, challenger, "RolloutRefused", f"version {challenger}: {refusal}", WARNING
-                )
-            return poll
+            return self._refuse(obj, challenger, refusal)
         schedule = self.config.schedule
         percent = schedule.steps[0]
         stable = state.stable_version or ""
         progress = Progress(
             Phase.PROGRESSING, challenger, stable, 0, percent, self.clock(), reason="started"
         )
-        uri = version_uri(self.model, challenger)
-        obj = self.rollout.apply(
-            obj, lambda o: with_progress(isvc.start_patch(o, uri, percent), progress)
-        )
-        self.metrics.set_phase(self.model, progress.phase, percent)
+        try:
+            self._write(progress)
+        except RefusedError as e:  # a CLI `auto` holds the lease
+            return self._refuse(obj, challenger, str(e))
+        obj = self._start(obj, progress)
         self.record(
             obj,
             challenger,
@@ -157,6 +213,17 @@ class Reconciler:
             f"steps {','.join(map(str, schedule.steps))}, soak {schedule.soak_seconds:g}s",
         )
         return schedule.soak_seconds
+
+    def _refuse(self, obj: isvc.Json, version: str, refusal: str) -> float:
+        said = f"{version}: {refusal}"
+        if said not in self._said:
+            self._said.add(said)
+            self.record(obj, version, "RolloutRefused", f"version {version}: {refusal}", WARNING)
+        return self.config.poll_seconds
+
+    def _start(self, obj: isvc.Json, progress: Progress) -> isvc.Json:
+        uri = version_uri(self.model, progress.version or "")
+        return self.rollout.apply(obj, lambda o: isvc.start_patch(o, uri, progress.percent))
 
     def _refusal(self, state: RolloutState, version: str, tags: dict[str, str]) -> str | None:
         try:
@@ -187,7 +254,9 @@ class Reconciler:
         version, percent = progress.version or "", progress.percent
         schedule = self.config.schedule
         if state.spec_version != version or state.isvc.canary_percent != percent:
-            return self._someone_else_acted(obj, state, progress)
+            if not self._finish_write_ahead(obj, state, progress):
+                return self._someone_else_acted(obj, state, progress)
+            return schedule.soak_seconds
         now = self.clock()
         elapsed = now - progress.step_started
         if elapsed < schedule.soak_seconds:
@@ -213,7 +282,7 @@ class Reconciler:
             return self._begin(obj, progress.but(phase=Phase.ROLLING_BACK, reason=reason))
         if decision is StepDecision.WAIT:
             if progress.unjudged_since is not None:
-                self._write(obj, progress.but(unjudged_since=None))
+                self._write(progress.but(unjudged_since=None))
             return schedule.interval_seconds
         following = schedule.steps[progress.step + 1]
         if following >= 100:
@@ -221,14 +290,31 @@ class Reconciler:
         stepped = progress.but(
             step=progress.step + 1, percent=following, step_started=now, unjudged_since=None
         )
-        obj = self.rollout.apply(
-            obj, lambda o: with_progress(isvc.traffic_patch(o, following), stepped)
-        )
-        self.metrics.set_phase(self.model, stepped.phase, following)
+        self._write(stepped)
+        obj = self.rollout.apply(obj, lambda o: isvc.traffic_patch(o, following))
         self.record(
             obj, version, "RolloutStepped", f"version {version} takes {following} % ({reason})"
         )
         return schedule.soak_seconds
+
+    def _finish_write_ahead(self, obj: isvc.Json, state: RolloutState, progress: Progress) -> bool:
+        """The record is one action ahead of the spec (killed between writing it and
+        acting): act now. False when the spec is in no state this controller left it in."""
+        version, steps = progress.version or "", self.config.schedule.steps
+        if progress.step == 0 and state.spec_version == progress.stable:
+            if state.canary_running or state.pending_promotion:
+                return False
+            logger.info("%s: the canary was not started yet; starting it", version)
+            self._start(obj, progress)
+            return True
+        previous = steps[progress.step - 1] if progress.step > 0 else None
+        if state.spec_version == version and state.isvc.canary_percent == previous:
+            logger.info(
+                "%s: the step to %s %% was not sent yet; sending it", version, progress.percent
+            )
+            self.rollout.apply(obj, lambda o: isvc.traffic_patch(o, progress.percent))
+            return True
+        return False
 
     def _unjudged(
         self, obj: isvc.Json, progress: Progress, now: float, error: UnreachableError
@@ -251,7 +337,7 @@ class Reconciler:
             self.config.grace_seconds - waited,
         )
         if progress.unjudged_since is None:
-            self._write(obj, progress.but(unjudged_since=since))
+            self._write(progress.but(unjudged_since=since))
         return min(self.config.schedule.interval_seconds, self.config.grace_seconds - waited)
 
     def _someone_else_acted(self, obj: isvc.Json, state: RolloutState, progress: Progress) -> float:
@@ -261,14 +347,15 @@ class Reconciler:
             reason = f"the canary's traffic was changed by someone else ({found})"
             return self._begin(obj, progress.but(phase=Phase.ROLLING_BACK, reason=reason))
         reason = f"someone else took over the rollout of version {version} ({found})"
-        self._write(obj, progress.but(phase=Phase.IDLE, outcome="abandoned", reason=reason))
+        self._write(progress.but(phase=Phase.IDLE, outcome="abandoned", reason=reason))
         self.record(obj, version, "RolloutAbandoned", reason, WARNING)
         return self.config.poll_seconds
 
     # -- the ends: written as a phase first, then carried out (idempotent) -----------------
 
     def _begin(self, obj: isvc.Json, progress: Progress) -> float:
-        self._write(obj, progress)
+        del obj  # promotion and rollback read the InferenceService afresh
+        self._write(progress)
         if progress.phase is Phase.PROMOTING:
             return self._promote(progress)
         return self._roll_back(progress)
@@ -282,7 +369,7 @@ class Reconciler:
             if self.rollout.registry.aliases().get("champion") != version:
                 raise
         obj, _ = self.rollout.read_state()
-        self._write(obj, progress.but(phase=Phase.IDLE, outcome=PROMOTED))
+        self._write(progress.but(phase=Phase.IDLE, outcome=PROMOTED))
         self.record(
             obj,
             version,
@@ -302,7 +389,7 @@ class Reconciler:
                     "tag", version, status=REJECTED, reason=progress.reason
                 )
         obj, _ = self.rollout.read_state()
-        self._write(obj, progress.but(phase=Phase.IDLE, outcome="rolled_back"))
+        self._write(progress.but(phase=Phase.IDLE, outcome="rolled_back"))
         self.record(
             obj,
             version,

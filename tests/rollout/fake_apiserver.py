@@ -315,6 +315,8 @@ class FakeApiServer:
     def _answer(
         self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: Any
     ) -> tuple[int, Any]:
+        if method == "GET" and path in DISCOVERY:
+            return 200, DISCOVERY[path]
         resource, name = _resource(path)
         verb = VERBS.get(method, method.lower())
         if {verb, f"{verb} {resource.split('.')[0]}"} & self.forbidden_verbs:
@@ -327,8 +329,6 @@ class FakeApiServer:
         dry_run = query.get("dryRun") == ["All"]
         if query.get("dryRun") and not dry_run:
             return 400, status(400, "BadRequest", f"invalid dry run option: {query['dryRun']}")
-        if method == "GET" and path in DISCOVERY:
-            return 200, DISCOVERY[path]
         if method == "POST" and path.endswith("/events"):
             return self._create_event(path, body)
         if method == "POST" and path.endswith(COLLECTIONS):

@@ -105,22 +105,36 @@ def start_controller(
         process.stop()
 
 
-def record(fake_api: FakeApiServer, path: str) -> dict[str, Any]:
-    annotations = fake_api.get(path)["metadata"].get("annotations") or {}
-    return dict(json.loads(annotations[ANNOTATION])) if ANNOTATION in annotations else {}
+ENDS = ("RolloutPromoted", "RolloutRolledBack", "RolloutAbandoned")
 
 
-def wait_for_outcome(
-    fake_api: FakeApiServer, path: str, controller: Controller, outcome: str
+def lease_path(isvc_name: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{isvc_name}-rollout"
+
+
+def record(fake_api: FakeApiServer, isvc_name: str) -> dict[str, Any]:
+    """The controller's record on the rollout's lease; {} when there is no lease."""
+    with fake_api.lock:
+        lease = fake_api.objects.get(lease_path(isvc_name))
+    if lease is None:
+        return {}
+    return dict(json.loads(lease["metadata"]["annotations"][ANNOTATION]))
+
+
+def wait_for_end(
+    fake_api: FakeApiServer, isvc_name: str, controller: Controller, reason: str
 ) -> dict[str, Any]:
-    def done() -> bool:
-        assert controller.process.alive(), controller.process.log()
-        return record(fake_api, path).get("outcome") is not None
+    """The Event that ended the rollout, checked to be `reason`; the lease is gone."""
 
-    wait_until(done, DEADLINE, f"the rollout to end ({outcome})", interval=0.1)
-    found = record(fake_api, path)
-    assert found["outcome"] == outcome, (found, controller.process.log())
-    return found
+    def ended() -> bool:
+        assert controller.process.alive(), controller.process.log()
+        return any(r in ENDS for r in fake_api.event_reasons())
+
+    wait_until(ended, DEADLINE, f"the rollout to end ({reason})", interval=0.1)
+    event = next(e for e in fake_api.events if e["reason"] in ENDS)
+    assert event["reason"] == reason, (event, controller.process.log())
+    wait_until(lambda: record(fake_api, isvc_name) == {}, 10, "the lease's release")
+    return event
 
 
 def predictor_spec(fake_api: FakeApiServer, path: str) -> dict[str, Any]:
@@ -142,9 +156,9 @@ def test_healthy_challenger_is_stepped_to_100_and_promoted(
     path = make_isvc("1")
     prometheus = canned({"1": HEALTHY, "2": HEALTHY})
     controller = start_controller(prometheus.url)
-    final = wait_for_outcome(fake_api, path, controller, "promoted")
+    final = wait_for_end(fake_api, registry_model.name, controller, "RolloutPromoted")
 
-    assert final["phase"] == "idle" and final["version"] == "2" and final["stable"] == "1"
+    assert "version 2 takes 100 %" in final["message"]
     spec = predictor_spec(fake_api, path)
     assert "canaryTrafficPercent" not in spec  # 100 % to the latest revision
     assert model_uri(spec) == f"models:/{registry_model.name}/2"
@@ -152,8 +166,9 @@ def test_healthy_challenger_is_stepped_to_100_and_promoted(
     tags = registry_model.tags("2")
     assert tags["rollout_status"] == "promoted"
     assert tags["rollout_decision"].split(" ", 1)[1].startswith("RolloutPromoted: ")
-    # The spec went 10 % -> 50 % -> promoted, each step in one guarded merge patch with
-    # its record; kopf itself wrote nothing on the object.
+    # The spec went 10 % -> 50 % -> promoted, each a merge patch guarded by the
+    # resourceVersion; nothing (kopf neither) wrote metadata on the object: KServe would
+    # copy an annotation into the revision template.
     patches = [r for r in fake_api.patches() if r.path == path]
     percents = [
         r.body.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent", "-")
@@ -162,9 +177,13 @@ def test_healthy_challenger_is_stepped_to_100_and_promoted(
     ]
     assert percents == [10, 50, None]
     assert all(r.body["metadata"]["resourceVersion"] for r in patches)
-    assert all(set(r.body["metadata"]) <= {"resourceVersion", "annotations"} for r in patches)
-    for request in patches:
-        assert list(request.body["metadata"].get("annotations", {})) in ([], [ANNOTATION])
+    assert all(set(r.body["metadata"]) == {"resourceVersion"} for r in patches)
+    assert ANNOTATION not in (fake_api.get(path)["metadata"].get("annotations") or {})
+    # The record lived on the lease, held by the controller, deleted at the end.
+    # Taken (create) with the start's record, written with the step's and the promotion's
+    # (renewals), released (delete).
+    lease_writes = [c for c in fake_api.calls("leases") if c != "GET"]
+    assert lease_writes == ["POST", "PUT", "PUT", "DELETE"], lease_writes
     assert all(r.query.get("fieldManager") == ["mlops-rollout"] for r in patches)
     # Every decision is an Event on the InferenceService.
     reasons = fake_api.event_reasons()
@@ -195,9 +214,9 @@ def test_failing_challenger_is_rolled_back_at_the_first_step(
     path = make_isvc("1")
     prometheus = canned({"1": HEALTHY, "2": ERRORING})
     controller = start_controller(prometheus.url)
-    final = wait_for_outcome(fake_api, path, controller, "rolled_back")
+    final = wait_for_end(fake_api, registry_model.name, controller, "RolloutRolledBack")
 
-    assert final["percent"] == 10 and "success_ratio" in final["reason"]
+    assert "success_ratio" in final["message"] and "at 10 %" in final["message"]
     spec = predictor_spec(fake_api, path)
     assert spec["canaryTrafficPercent"] == 0
     assert model_uri(spec) == f"models:/{registry_model.name}/1"
@@ -228,10 +247,10 @@ def test_prometheus_down_during_a_soak_rolls_back_after_the_grace(
     path = make_isvc("1")
     nothing_listens = f"http://127.0.0.1:{free_port()}"
     controller = start_controller(nothing_listens)
-    final = wait_for_outcome(fake_api, path, controller, "rolled_back")
+    final = wait_for_end(fake_api, registry_model.name, controller, "RolloutRolledBack")
 
-    assert "could not be judged" in final["reason"] and "grace 1.5s" in final["reason"]
-    assert "Prometheus" in final["reason"]
+    assert "could not be judged" in final["message"] and "grace 1.5s" in final["message"]
+    assert "Prometheus" in final["message"]
     assert registry_model.tags("2")["rollout_status"] == "rejected"
     assert "could not be judged" in registry_model.tags("2")["rollout_reason"]
     assert predictor_spec(fake_api, path)["canaryTrafficPercent"] == 0
@@ -283,15 +302,17 @@ def test_killed_mid_step_and_restarted_resumes(
     prometheus = canned({"1": HEALTHY, "2": HEALTHY})
     slow = ["--soak", "2"]  # long enough to be killed in the middle of the first soak
     first = start_controller(prometheus.url, *slow)
-    wait_until(lambda: record(fake_api, path).get("phase") == "progressing", DEADLINE, "a step")
+    name = registry_model.name
+    wait_until(lambda: "RolloutStarted" in fake_api.event_reasons(), DEADLINE, "the start")
     os.killpg(first.process.popen.pid, signal.SIGKILL)
     first.process.popen.wait(10)
-    at_kill = record(fake_api, path)
-    assert at_kill["percent"] == 10 and at_kill["outcome"] is None
+    at_kill = record(fake_api, name)
+    assert at_kill["percent"] == 10 and at_kill["version"] == "2"
+    assert predictor_spec(fake_api, path)["canaryTrafficPercent"] == 10
 
     second = start_controller(prometheus.url, *slow)
-    final = wait_for_outcome(fake_api, path, second, "promoted")
-    assert final["version"] == "2"
+    wait_for_end(fake_api, name, second, "RolloutPromoted")
+    assert registry_model.aliases()["champion"] == "2"
     # The second controller did not start the rollout again: one start, both steps.
     starts = [
         r for r in fake_api.patches() if "containers" in r.body.get("spec", {}).get("predictor", {})
@@ -299,3 +320,4 @@ def test_killed_mid_step_and_restarted_resumes(
     assert len(starts) == 1
     assert fake_api.event_reasons() == ["RolloutStarted", "RolloutStepped", "RolloutPromoted"]
     assert "RolloutStarted" not in second.process.log()
+    assert "resuming the rollout of version 2 (progressing at 10 %)" in second.process.log()
