@@ -41,6 +41,24 @@ $(VENV)/.installed: pyproject.toml
 .PHONY: venv
 venv: $(VENV)/.installed ## Create .venv and install the project with its test extras (skipped when up to date).
 
+# The demo's own stamp: the packages it runs (the `demo` extra), none of the test tools.
+# A .venv that already has the test extras holds all of them, so it is only stamped.
+$(VENV)/.installed-demo: pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@if [ -f $(VENV)/.installed ] && [ $(VENV)/.installed -nt pyproject.toml ]; then \
+	  echo "==> $(VENV) already holds the test extras, which include everything the demo runs"; \
+	else \
+	  echo "==> First run: installing what the demo runs into $(VENV): MLflow, KServe, scikit-learn,"; \
+	  echo "    ONNX Runtime and locust, about 1 GB. Roughly 2-5 minutes (docs/local-demo.md has the"; \
+	  echo "    measured time); pip's progress follows. Later runs skip this step."; \
+	  $(PY) -m pip install --upgrade pip; \
+	  $(PY) -m pip install --progress-bar on -e '.[demo]'; \
+	fi
+	@touch $@
+
+.PHONY: demo-venv
+demo-venv: $(VENV)/.installed-demo ## Create .venv with only what `make demo` runs (skipped when up to date).
+
 ##@ Development
 .PHONY: test
 test: venv ## Run the whole suite: unit, integration (real local servers), chart; e2e skips without a cluster.
@@ -67,7 +85,7 @@ bench: venv ## Benchmarks with numbers for docs/performance.md (training time; s
 
 ##@ Local (no cluster)
 .PHONY: train-local
-train-local: venv ## Run one training job against MLFLOW_TRACKING_URI (default: the local demo server).
+train-local: demo-venv ## Run one training job against MLFLOW_TRACKING_URI (default: the local demo server).
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-http://127.0.0.1:$(MLFLOW_PORT)} \
 	  $(PY) -m training --model-name $(MODEL_NAME) $(TRAIN_ARGS)
 
@@ -120,7 +138,7 @@ LOADTEST_OUT ?= $(DEMO_DIR)/loadtest/last
 LOADTEST_ARGS ?=
 
 .PHONY: demo
-demo: venv ## Whole flow locally: MLflow, training, predictor, locust, Prometheus, a canary + analysis.
+demo: demo-venv ## Whole flow locally: MLflow, training, predictor, locust, Prometheus, a canary + analysis.
 	$(PY) -m demo up --dir $(DEMO_DIR) --model-name $(MODEL_NAME) --mlflow-port $(MLFLOW_PORT) \
 	  --predictor-port $(PREDICTOR_PORT) --predictor-grpc-port $(PREDICTOR_GRPC_PORT) \
 	  --canary-port $(CANARY_PORT) --canary-grpc-port $(CANARY_GRPC_PORT) \
@@ -133,7 +151,7 @@ demo-down: ## Stop every process `make demo` started (by PID); CLEAN=1 also dele
 	$(PY) -m demo down --dir $(DEMO_DIR) $(if $(CLEAN),--clean)
 
 .PHONY: loadtest
-loadtest: venv ## Headless locust against HOST (USERS, DURATION); CSV + HTML report in LOADTEST_OUT; SLOs set the exit code.
+loadtest: demo-venv ## Headless locust against HOST (USERS, DURATION); CSV + HTML report in LOADTEST_OUT; SLOs set the exit code.
 	@mkdir -p $(LOADTEST_OUT)
 	$(PY) -m locust -f loadtest/locustfile.py --headless --only-summary \
 	  --host $(HOST) -u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) --model-name $(MODEL_NAME) \

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,12 @@ MAKEFILE = (REPO_ROOT / "Makefile").read_text()
 SETTINGS = re.findall(r"^([A-Z0-9_]+) \?= ?(.*)$", MAKEFILE, flags=re.MULTILINE)
 VENV = Path(sys.executable).parent.parent
 # Never let a test reinstall the virtualenv: its stamp counts as up to date.
-MAKE = ["make", "--no-print-directory", "-o", f"{VENV}/.installed", f"VENV={VENV}"]
+MAKE = [
+    "make",
+    "--no-print-directory",
+    *("-o", f"{VENV}/.installed", "-o", f"{VENV}/.installed-demo"),
+    f"VENV={VENV}",
+]
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
@@ -73,3 +79,42 @@ def test_the_rollout_targets_keep_the_tools_exit_code(
         assert done.returncode == 2  # GNU make's own
         assert f"python -m rollout exited {code}" in done.stderr
         assert str(exit_file) in done.stderr
+
+
+def dry_run(target: str, venv: Path) -> str:
+    """What `make TARGET` would run for a fresh virtualenv (`make -n`)."""
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", target, f"VENV={venv}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_demo_installs_only_what_it_runs_says_so_and_shows_pip_s_progress(
+    tmp_path: Path,
+) -> None:
+    script = dry_run("demo-venv", tmp_path / "fresh")
+    [install] = [line for line in script.splitlines() if "pip install" in line and " -e " in line]
+    assert "-e '.[demo]'" in install and "[test]" not in script
+    assert "--quiet" not in script and "--progress-bar on" in install
+    assert "First run: installing what the demo runs" in script
+    assert re.search(r"Roughly \d+-\d+ minutes", script)
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    demo = {re.split(r"[<>=\[ ]", r, maxsplit=1)[0] for r in extras["demo"]}
+    assert demo == {"locust"}, "the demo extra holds what the demo runs, no test tool"
+    for target in ("demo", "loadtest", "train-local"):
+        rule = re.search(rf"^{target}: (\S+)", MAKEFILE, flags=re.MULTILINE)
+        assert rule and rule.group(1) == "demo-venv", target
+
+
+def test_make_test_still_installs_the_test_extras(tmp_path: Path) -> None:
+    script = dry_run("venv", tmp_path / "fresh")
+    assert "pip install --quiet -e '.[test]'" in script, script
+    assert re.search(r"^test: venv", MAKEFILE, flags=re.MULTILINE)

@@ -45,7 +45,15 @@ def copy_of_the_tree(target: Path) -> Path:
 def make(clone: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     # The tests' own environment serves (VENV=...); `-o` keeps make from reinstalling it.
     return subprocess.run(
-        ["make", "-o", f"{VENV}/.installed", f"VENV={VENV}", *args],
+        [
+            "make",
+            "-o",
+            f"{VENV}/.installed",
+            "-o",
+            f"{VENV}/.installed-demo",
+            f"VENV={VENV}",
+            *args,
+        ],
         cwd=clone,
         capture_output=True,
         text=True,
