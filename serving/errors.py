@@ -8,10 +8,18 @@ raises, never builds a response.
 from __future__ import annotations
 
 import logging
+import reprlib
 from dataclasses import dataclass
 from typing import ClassVar
 
 logger = logging.getLogger(__name__)
+
+_QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12 on
+_QUOTE.maxstring = _QUOTE.maxother = 48
+_QUOTE.maxlist = _QUOTE.maxtuple = 6
+_QUOTE.maxdict, _QUOTE.maxlevel = 4, 2
+MAX_MESSAGE = 512
+"""Characters of an error message taken from an exception we did not write."""
 
 OK = "ok"
 INVALID = "invalid"
@@ -54,6 +62,12 @@ class InvalidRequest(RequestError):
 class BodyTooLarge(RequestError):
     status = 413
     grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class UnsupportedMediaType(RequestError):
+    """A body in a Content-Type or Content-Encoding the route cannot read."""
+
+    status = 415
 
 
 class UnknownModel(RequestError):
@@ -119,14 +133,25 @@ class ErrorInfo:
         return {"error": self.message}
 
 
+def quoted(value: object) -> str:
+    """What a client sent (a name, an id, a shape), as an error message quotes it: its
+    repr cut to a short prefix. A name of megabytes must not come back as a log line and
+    a response body of megabytes; lone surrogates come out escaped."""
+    return _QUOTE.repr(value)
+
+
+def capped(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def log_failure(where: str, info: ErrorInfo, exc: BaseException) -> None:
     """One line per failed request (REST or gRPC); a traceback only for our own bugs."""
     if info.status >= 500 and info.status != 503:
-        logger.error("%s answered %d: %s", where, info.status, exc, exc_info=exc)
+        logger.error("%s answered %d: %s", capped(where), info.status, info.message, exc_info=exc)
     elif info.status == 503:
-        logger.debug("%s answered 503: %s", where, info.message)
+        logger.debug("%s answered 503: %s", capped(where), info.message)
     else:
-        logger.warning("%s rejected (%d): %s", where, info.status, info.message)
+        logger.warning("%s rejected (%d): %s", capped(where), info.status, info.message)
 
 
 def describe(exc: BaseException) -> ErrorInfo:
@@ -137,7 +162,12 @@ def describe(exc: BaseException) -> ErrorInfo:
     """
     if isinstance(exc, PredictorError):
         return ErrorInfo(exc.status, exc.grpc_code, exc.outcome, exc.message)
+    info = _describe_foreign(exc)
+    # Their messages may quote the request at any length (a model name, a route).
+    return ErrorInfo(info.status, info.grpc_code, info.outcome, capped(info.message))
 
+
+def _describe_foreign(exc: BaseException) -> ErrorInfo:
     # Imported here: the registry helper process uses this module without KServe.
     from fastapi.exceptions import RequestValidationError
     from kserve import errors as kserve_errors

@@ -22,7 +22,7 @@ import kserve
 from kserve.metrics import PREDICT_HIST_TIME
 
 from serving import codec
-from serving.errors import InvalidModel, LoadError, ModelNotReady, UnknownModel
+from serving.errors import InvalidModel, LoadError, ModelNotReady, UnknownModel, quoted
 from serving.loader import LoadedModel, Prediction, load_model_dir
 from serving.metrics import NO_VERSION, BoundMetrics, PredictorMetrics, default_metrics
 from serving.registry import FetchedModel, FetchProcess, Prefetch
@@ -191,12 +191,12 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
         loaded version): `UnknownModel` otherwise, `ModelNotReady` before a load."""
         if name != self.name:
             raise UnknownModel(
-                f"model {name!r} is not served here; this server serves '{self.name}'"
+                f"model {quoted(name)} is not served here; this server serves '{self.name}'"
             )
         active = self.active()
         if version and version != active.model.version:
             raise UnknownModel(
-                f"version {version!r} of '{self.name}' is not loaded here; "
+                f"version {quoted(version)} of '{self.name}' is not loaded here; "
                 f"the loaded version is {active.model.version}"
             )
         return active

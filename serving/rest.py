@@ -17,6 +17,7 @@ every failure is one `{"error": ...}` response and one log line.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
@@ -30,14 +31,17 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import codec
+from serving.codec import binary
 from serving.errors import (
     OK,
     BodyTooLarge,
     ErrorInfo,
     InvalidRequest,
     RepositoryNotServed,
+    UnsupportedMediaType,
     describe,
     log_failure,
+    quoted,
 )
 from serving.http_protocol import protocol_class
 from serving.metadata import PLATFORM
@@ -45,8 +49,49 @@ from serving.metrics import REST, V1
 from serving.model import Active, RegistryModel
 
 JSON = "application/json"
-# KServe's binary tensor extension: the JSON part's length when raw tensors follow it.
-BINARY_HEADER = "inference-header-content-length"
+BINARY_EXTENSION = "binary_tensor_data"
+"""The extension's name in `GET /v2`, as Triton's server metadata reports it."""
+_DECOMPRESSORS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib's wbits per encoding
+
+
+def _check_media_type(content_type: str | None) -> None:
+    """JSON, or the binary extension's octet stream (a body without a type is read as
+    JSON, as V2 clients that send none expect)."""
+    if content_type is None:
+        return
+    media = content_type.partition(";")[0].strip().lower()
+    if media in (JSON, binary.OCTET_STREAM) or media.endswith("+json"):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type {quoted(media)} is not an inference request; send {JSON}, or "
+        f"{binary.OCTET_STREAM} with {binary.HEADER} for the binary tensor extension"
+    )
+
+
+def _decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body after its Content-Encoding, decompressed to at most `limit` bytes (the
+    body limit holds for what the request decompresses to, not only what it sent)."""
+    if encoding is None or encoding.strip().lower() == "identity":
+        return body
+    wbits = _DECOMPRESSORS.get(encoding.strip().lower())
+    if wbits is None:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {quoted(encoding)} is not supported; send gzip, deflate or "
+            "an uncompressed body"
+        )
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        inflated = decompressor.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise InvalidRequest(f"the body is not valid {encoding.strip()} data ({e})") from e
+    if len(inflated) > limit:
+        raise BodyTooLarge(
+            f"the request body decompresses to more than this server's limit of {limit} "
+            "bytes (MAX_BODY_BYTES); send fewer rows per request"
+        )
+    if not decompressor.eof:
+        raise InvalidRequest(f"the {encoding.strip()} body ends before its compressed stream")
+    return inflated
 
 
 def error_response(info: ErrorInfo) -> Response:
@@ -115,9 +160,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class PredictorRoutes:
     """The routes in front of KServe's, bound to one `RegistryModel`."""
 
-    def __init__(self, model: RegistryModel, dataplane: Any) -> None:
+    def __init__(self, model: RegistryModel, dataplane: Any, max_body_bytes: int) -> None:
         self.model = model
         self.dataplane = dataplane
+        self.max_body_bytes = max_body_bytes
 
     def routes(self) -> list[Route]:
         infer = self.answered(self.v2_infer, "V2 REST", REST)
@@ -127,6 +173,8 @@ class PredictorRoutes:
             Route(
                 "/v2/models/{model_name}/versions/{model_version}/infer", infer, methods=["POST"]
             ),
+            Route("/v2", self.answered(self.server_metadata, "V2 REST"), methods=["GET"]),
+            Route("/v2/", self.answered(self.server_metadata, "V2 REST"), methods=["GET"]),
             Route("/v2/models/{model_name}", metadata, methods=["GET"]),
             Route("/v2/models/{model_name}/versions/{model_version}", metadata, methods=["GET"]),
             Route(
@@ -170,37 +218,36 @@ class PredictorRoutes:
     async def v2_infer(self, request: Request) -> Response:
         model = self.model
         active = self._target(request)
-        body = await request.body()
-        if BINARY_HEADER in request.headers:
-            return Response(self._binary_infer(active, request, body), media_type=JSON)
+        header_length = request.headers.get(binary.HEADER)
+        _check_media_type(request.headers.get("content-type"))
+        body = _decoded(
+            await request.body(), request.headers.get("content-encoding"), self.max_body_bytes
+        )
         spec = active.model.spec
-        decoded = codec.decode_v2(codec.parse_json(body, spec), spec, model.max_batch_size)
+        if header_length is None:
+            payload, raw = codec.parse_json(body, spec), None
+        else:
+            header, raw = binary.split(body, header_length)
+            payload = codec.parse_json(header, spec)
+        decoded = codec.decode_v2(payload, spec, model.max_batch_size, raw)
         prediction = model.infer(active, decoded.features)
-        content = codec.encode_v2(
-            prediction, decoded.outputs, model.name, active.model.version, decoded.request_id
+        content, json_length = codec.encode_v2(
+            prediction, decoded, model.name, active.model.version
         )
-        return Response(content, media_type=JSON)
-
-    def _binary_infer(self, active: Active, request: Request, body: bytes) -> bytes:
-        """KServe's binary tensor extension: rare, so KServe's own parser does it."""
-        from kserve.protocol.infer_type import InferRequest
-
-        try:
-            json_length = int(request.headers[BINARY_HEADER])
-            infer_request = InferRequest.from_bytes(body, json_length, self.model.name)
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
-            raise InvalidRequest(
-                f"malformed binary request ({e}); expected a JSON header of "
-                f"{BINARY_HEADER} bytes followed by the raw tensors"
-            ) from e
-        spec = active.model.spec
-        decoded = codec.decode_infer_request(infer_request, spec, self.model.max_batch_size)
-        prediction = self.model.infer(active, decoded.features)
-        response = codec.to_infer_response(
-            prediction, decoded, self.model.name, active.model.version
+        if json_length is None:
+            return Response(content, media_type=JSON)
+        return Response(
+            content,
+            media_type=binary.OCTET_STREAM,
+            headers={binary.HEADER: str(json_length)},
         )
-        rest, _ = response.to_rest()
-        return orjson.dumps(rest, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    async def server_metadata(self, request: Request) -> Response:
+        """KServe's server metadata, with the binary tensor extension it does not list;
+        served at `/v2/` too (KServe's app redirects it)."""
+        metadata = dict(self.dataplane.metadata())
+        metadata["extensions"] = [*metadata.get("extensions", []), BINARY_EXTENSION]
+        return JSONResponse(metadata)
 
     async def v2_metadata(self, request: Request) -> Response:
         loaded = self._target(request).model
@@ -353,7 +400,9 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
             self.model.metrics.request(protocol, "invalid", seconds)
 
     def _register_endpoints(self, app: FastAPI) -> None:
-        app.router.routes.extend(PredictorRoutes(self.model, self.dataplane).routes())
+        app.router.routes.extend(
+            PredictorRoutes(self.model, self.dataplane, self.max_body_bytes).routes()
+        )
         app.router.routes.append(Route(REPOSITORY_PATH, no_repository, methods=REPOSITORY_METHODS))
         super()._register_endpoints(app)
         # Deviation from KServe: its V2 router always mounts the repository extension's

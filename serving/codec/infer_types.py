@@ -15,7 +15,7 @@ from serving.codec.tensors import (
     output_tensors,
     requested_outputs,
 )
-from serving.errors import InvalidRequest
+from serving.errors import InvalidRequest, quoted
 from serving.loader import Prediction
 from serving.metadata import ModelSpec
 
@@ -34,8 +34,8 @@ def decode_infer_request(request: Any, spec: ModelSpec, max_batch: int) -> Decod
             data = np.asarray(tensor.as_numpy()).ravel()
         except (ValueError, TypeError, InvalidInput) as e:
             raise InvalidRequest(
-                f"input {tensor.name!r}: its data does not fit shape {list(tensor.shape)} "
-                f"and datatype {tensor.datatype} ({e})"
+                f"input {quoted(tensor.name)}: its data does not fit shape {quoted(tensor.shape)} "
+                f"and datatype {quoted(tensor.datatype)}"
             ) from e
         tensors.append(Tensor(tensor.name, tensor.datatype, list(tensor.shape), data))
     outputs = [o.name for o in request.request_outputs or []]

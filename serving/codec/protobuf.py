@@ -3,21 +3,19 @@ straight into the shared tensors (no InferRequest, no pandas), encode the answer
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
+from serving.codec.binary import raw_output, raw_tensor
 from serving.codec.tensors import (
     NUMERIC_DATATYPES,
     DecodedRequest,
-    Output,
     Tensor,
     assemble,
     output_tensors,
     requested_outputs,
 )
-from serving.errors import InvalidRequest
+from serving.errors import InvalidRequest, quoted
 from serving.loader import Prediction
 from serving.metadata import ModelSpec
 
@@ -38,6 +36,7 @@ CONTENTS_FIELD = {
 
 
 def decode_grpc(request: pb.ModelInferRequest, spec: ModelSpec, max_batch: int) -> DecodedRequest:
+    """Typed `contents` or `raw_input_contents` (one buffer per input), not both."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(
@@ -47,18 +46,19 @@ def decode_grpc(request: pb.ModelInferRequest, spec: ModelSpec, max_batch: int) 
     tensors = []
     for index, tensor in enumerate(request.inputs):
         datatype = tensor.datatype
-        if datatype not in NUMERIC_DATATYPES:
-            data: Any = []
-        elif raw:
-            itemsize = np.dtype(NUMERIC_DATATYPES[datatype]).itemsize
-            if len(raw[index]) % itemsize:
-                raise InvalidRequest(
-                    f"raw contents of input {tensor.name!r} hold {len(raw[index])} bytes, not a "
-                    f"whole number of {datatype} values"
-                )
-            data = np.frombuffer(raw[index], dtype=NUMERIC_DATATYPES[datatype])
+        if raw and tensor.HasField("contents"):
+            raise InvalidRequest(
+                f"input {quoted(tensor.name)} has typed contents while the request carries "
+                "raw_input_contents: send every input one way, raw or typed"
+            )
+        if raw:
+            data = raw_tensor(tensor.name, datatype, list(tensor.shape), memoryview(raw[index]))
+        elif datatype not in NUMERIC_DATATYPES:
+            data = np.empty(0)  # refused by name and datatype, with the accepted types
         elif datatype == "FP16":
-            raise InvalidRequest(f"input {tensor.name!r}: FP16 values must come as raw contents")
+            raise InvalidRequest(
+                f"input {quoted(tensor.name)}: FP16 values must come as raw contents"
+            )
         else:
             data = np.asarray(getattr(tensor.contents, CONTENTS_FIELD[datatype]))
         tensors.append(Tensor(tensor.name, datatype, list(tensor.shape), data))
@@ -74,22 +74,16 @@ def decode_grpc(request: pb.ModelInferRequest, spec: ModelSpec, max_batch: int) 
 def encode_grpc(
     prediction: Prediction, decoded: DecodedRequest, model_name: str, version: str
 ) -> pb.ModelInferResponse:
+    """Outputs as `raw_output_contents`, what KServe's and Triton's servers answer:
+    Triton's client reads only raw contents, KServe's reads both."""
+    tensors = output_tensors(prediction, decoded.outputs)
     return pb.ModelInferResponse(
         model_name=model_name,
         model_version=version,
         id=decoded.request_id or "",
-        outputs=[_grpc_output(t) for t in output_tensors(prediction, decoded.outputs)],
-    )
-
-
-def _grpc_output(tensor: Output) -> pb.ModelInferResponse.InferOutputTensor:
-    if tensor.datatype == "BYTES":
-        values: list[Any] = [str(v).encode() for v in tensor.data]
-    else:
-        values = np.asarray(tensor.data).tolist()
-    return pb.ModelInferResponse.InferOutputTensor(
-        name=tensor.name,
-        datatype=tensor.datatype,
-        shape=tensor.shape,
-        contents=pb.InferTensorContents(**{CONTENTS_FIELD[tensor.datatype]: values}),
+        outputs=[
+            pb.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype, shape=t.shape)
+            for t in tensors
+        ],
+        raw_output_contents=[raw_output(t) for t in tensors],
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import InvalidRequest
+from serving.errors import InvalidRequest, quoted
 from serving.loader import Prediction
 from serving.metadata import FEATURES, OUTPUT_NAMES, OUTPUTS, ModelSpec
 
@@ -57,6 +57,8 @@ class DecodedRequest:
     outputs: tuple[str, ...]
     """Output tensors to return, in order."""
     request_id: str | None = None
+    binary_outputs: frozenset[str] = frozenset()
+    """Outputs to return as raw bytes (the binary tensor extension), not JSON."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def requested_outputs(names: Sequence[str] | None) -> tuple[str, ...]:
     unknown = [n for n in names if n not in _ALL_OUTPUTS]
     if unknown:
         raise InvalidRequest(
-            f"unknown output {unknown[0]!r}; this model returns {', '.join(_ALL_OUTPUTS)}"
+            f"unknown output {quoted(unknown[0])}; this model returns {', '.join(_ALL_OUTPUTS)}"
         )
     return tuple(dict.fromkeys(names))
 
@@ -109,12 +111,14 @@ def example_body(spec: ModelSpec) -> str:
 
 def assemble(tensors: Sequence[Tensor], spec: ModelSpec, max_batch: int) -> FloatMatrix:
     """One `features` tensor `[N, F]`, or one `[N]` tensor per signature column."""
+    for tensor in tensors:
+        _check_shape(tensor)
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
-        raise InvalidRequest(f"input tensors must have distinct names, got {names}")
+        raise InvalidRequest(f"input tensors must have distinct names, got {quoted(names)}")
     if FEATURES in names:
         if len(tensors) > 1:
-            others = ", ".join(repr(n) for n in names if n != FEATURES)
+            others = quoted([n for n in names if n != FEATURES])
             raise InvalidRequest(
                 f"send either one 'features' tensor or one tensor per column, not both "
                 f"(also got {others})"
@@ -124,7 +128,7 @@ def assemble(tensors: Sequence[Tensor], spec: ModelSpec, max_batch: int) -> Floa
     unknown = [n for n in names if columns is None or n not in columns]
     if unknown:
         raise InvalidRequest(
-            f"unknown input tensor {unknown[0]!r}; expected 'features' with shape "
+            f"unknown input tensor {quoted(unknown[0])}; expected 'features' with shape "
             f"[N, {spec.n_features}]{_column_hint(spec)}"
         )
     assert columns is not None
@@ -146,7 +150,7 @@ def _features_tensor(tensor: Tensor, spec: ModelSpec, max_batch: int) -> FloatMa
     shape = tensor.shape
     if len(shape) != 2 or shape[1] != spec.n_features:
         raise InvalidRequest(
-            f"input 'features' has shape {shape}; expected [N, {spec.n_features}] "
+            f"input 'features' has shape {quoted(shape)}; expected [N, {spec.n_features}] "
             f"(N rows of the model's {spec.n_features} features)"
         )
     rows = shape[0]
@@ -170,14 +174,16 @@ def _column_tensors(
         _check_datatype(tensor)
         shape = tensor.shape
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-            raise InvalidRequest(f"input {tensor.name!r} has shape {shape}; expected [N]")
+            raise InvalidRequest(
+                f"input {quoted(tensor.name)} has shape {quoted(shape)}; expected [N]"
+            )
         if rows is None:
             rows = shape[0]
             check_batch(rows, max_batch)
         elif shape[0] != rows:
             raise InvalidRequest(
-                f"input {tensor.name!r} has {shape[0]} rows but the first column has {rows}: "
-                "every column needs the same N"
+                f"input {quoted(tensor.name)} has {shape[0]} rows but the first column has "
+                f"{rows}: every column needs the same N"
             )
     assert rows is not None
     matrix = np.empty((rows, len(columns)), dtype=np.float64)
@@ -186,11 +192,20 @@ def _column_tensors(
     return finite(matrix, spec)
 
 
+def _check_shape(tensor: Tensor) -> None:
+    # JSON shapes are checked as they are read; gRPC and binary shapes are int64s.
+    if any(d < 0 for d in tensor.shape):
+        raise InvalidRequest(
+            f"input {quoted(tensor.name)} has shape {quoted(tensor.shape)}; every dimension "
+            "must be a non-negative integer (N rows, not -1)"
+        )
+
+
 def _check_datatype(tensor: Tensor) -> None:
     if tensor.datatype not in NUMERIC_DATATYPES:
         raise InvalidRequest(
-            f"input {tensor.name!r} has datatype {tensor.datatype!r}; expected FP32 or FP64 "
-            "(integer types are accepted)"
+            f"input {quoted(tensor.name)} has datatype {quoted(tensor.datatype)}; expected FP32 "
+            "or FP64 (integer types are accepted)"
         )
 
 
@@ -211,20 +226,57 @@ def tensor_values(tensor: Tensor, shape: tuple[int, ...]) -> FloatMatrix:
         array = np.asarray(tensor.data)
     except (ValueError, TypeError) as e:  # ragged nesting
         raise InvalidRequest(
-            f"data of input {tensor.name!r} is not a regular array of numbers: expected "
-            f"{expected} values for shape {list(tensor.shape)}"
+            f"data of input {quoted(tensor.name)} is not a regular array of numbers: expected "
+            f"{expected} values for shape {quoted(tensor.shape)}"
         ) from e
     if array.size and array.dtype.kind not in _NUMERIC_KINDS:
         raise InvalidRequest(
-            f"data of input {tensor.name!r} holds {_kind_name(array)}; expected numbers "
+            f"data of input {quoted(tensor.name)} holds {_kind_name(array)}; expected numbers "
             f"(datatype {tensor.datatype})"
         )
     if array.size != expected:
         raise InvalidRequest(
-            f"input {tensor.name!r} has shape {list(tensor.shape)}, which needs {expected} "
-            f"values, but its data holds {array.size}"
+            f"input {quoted(tensor.name)} has shape {quoted(tensor.shape)}, which needs "
+            f"{expected} values, but its data holds {array.size}"
         )
+    dtype = np.dtype(NUMERIC_DATATYPES[tensor.datatype])
+    if array.dtype != dtype and array.size:
+        _check_representable(tensor, array, dtype)
     return array.reshape(shape).astype(np.float64, copy=False)
+
+
+def _check_representable(tensor: Tensor, array: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> None:
+    """Values that came as JSON numbers (or wider gRPC contents) must be values of the
+    declared datatype: 1e300 is no FP16, 2.5 no INT64."""
+    if dtype.kind == "f":
+        if dtype.itemsize < 8:
+            limit = float(np.finfo(dtype).max)
+            # NaN and infinity pass here: the finite-values check names them.
+            beyond = np.abs(array) > limit
+            beyond &= np.isfinite(array)
+            if beyond.any():
+                value = array.ravel()[int(np.argmax(beyond.ravel()))]
+                raise InvalidRequest(
+                    f"input {quoted(tensor.name)} holds {value}, beyond the range of its "
+                    f"datatype {tensor.datatype} (±{limit:.6g}); declare FP64 or scale it"
+                )
+        return
+    if array.dtype.kind == "f":
+        whole = np.isfinite(array) & (array == np.round(array))
+        if not whole.all():
+            value = array.ravel()[int(np.argmin(whole.ravel()))]
+            raise InvalidRequest(
+                f"input {quoted(tensor.name)} holds {value}, which is not an integer as its "
+                f"datatype {tensor.datatype} requires; declare FP64 for fractional values"
+            )
+    info = np.iinfo(dtype)
+    low, high = array.min(), array.max()
+    if low < info.min or high > info.max:
+        value = low if low < info.min else high
+        raise InvalidRequest(
+            f"input {quoted(tensor.name)} holds {value}, beyond the range of its datatype "
+            f"{tensor.datatype} ({info.min} to {info.max})"
+        )
 
 
 def _kind_name(array: np.ndarray[Any, Any]) -> str:

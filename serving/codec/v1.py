@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from serving.codec.tensors import FloatMatrix, Tensor, check_batch, finite, tensor_values
-from serving.errors import InvalidRequest
+from serving.errors import InvalidRequest, quoted
 from serving.loader import Prediction
 from serving.metadata import OUTPUTS, ModelSpec
 
@@ -33,7 +33,7 @@ def decode_v1(payload: Any, spec: ModelSpec, max_batch: int) -> FloatMatrix:
         try:
             instances = [[row[n] for n in names] for row in instances]
         except KeyError as e:
-            raise InvalidRequest(f"an instance lacks feature {e.args[0]!r}") from e
+            raise InvalidRequest(f"an instance lacks feature {quoted(e.args[0])}") from e
     tensor = Tensor("instances", "FP64", [rows, spec.n_features], instances)
     return finite(tensor_values(tensor, (rows, spec.n_features)), spec)
 

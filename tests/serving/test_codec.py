@@ -159,9 +159,11 @@ def prediction() -> Prediction:
 
 
 def test_encode_v2_writes_every_output_with_datatype_shape_and_version() -> None:
-    body = json.loads(
-        codec.encode_v2(prediction(), codec.requested_outputs(None), "bc", "7", request_id="r1")
-    )
+    decoded = codec.DecodedRequest(np.zeros((2, 3)), codec.requested_outputs(None), "r1")
+    content, json_length = codec.encode_v2(prediction(), decoded, "bc", "7")
+    body = json.loads(content)
+
+    assert json_length is None
 
     assert body == {
         "model_name": "bc",
@@ -186,7 +188,8 @@ def test_encode_v2_writes_every_output_with_datatype_shape_and_version() -> None
 
 
 def test_encode_v2_writes_only_the_requested_outputs() -> None:
-    body = orjson.loads(codec.encode_v2(prediction(), ("probabilities",), "bc", "7"))
+    decoded = codec.DecodedRequest(np.zeros((2, 3)), ("probabilities",))
+    body = orjson.loads(codec.encode_v2(prediction(), decoded, "bc", "7")[0])
 
     assert [o["name"] for o in body["outputs"]] == ["probabilities"]
     assert "id" not in body
@@ -233,7 +236,7 @@ def test_every_encoder_writes_the_outputs_the_metadata_declares() -> None:
     declared = [(o["name"], o["datatype"], o["shape"]) for o in SPEC.outputs()]
     expected_values = [[0, 1], [0.9, 0.1, 0.25, 0.75], ["malignant", "benign"]]
 
-    rest = orjson.loads(codec.encode_v2(prediction(), decoded.outputs, "bc", "7", "r1"))
+    rest = orjson.loads(codec.encode_v2(prediction(), decoded, "bc", "7")[0])
     grpc: ModelInferResponse = codec.encode_grpc(prediction(), decoded, "bc", "7")
     infer_response = codec.to_infer_response(prediction(), decoded, "bc", "7")
 
@@ -247,10 +250,12 @@ def test_every_encoder_writes_the_outputs_the_metadata_declares() -> None:
     ] == declared
     assert [o["data"] for o in rest["outputs"]] == expected_values
     assert [
-        [v.decode() for v in o.contents.bytes_contents]
-        if o.datatype == "BYTES"
-        else list(o.contents.int64_contents or o.contents.fp64_contents)
-        for o in grpc.outputs
-    ] == expected_values
+        codec.bytes_elements(raw, o.name) if o.datatype == "BYTES" else raw
+        for o, raw in zip(grpc.outputs, grpc.raw_output_contents, strict=True)
+    ] == [
+        np.array(expected_values[0], "<i8").tobytes(),
+        np.array(expected_values[1], "<f8").tobytes(),
+        [b"malignant", b"benign"],
+    ]
     assert [list(o.data) for o in infer_response.outputs] == expected_values
     assert (rest["id"], grpc.id, infer_response.id) == ("r1", "r1", "r1")
