@@ -128,7 +128,23 @@ def invalid_calls(
     shape_mismatch.inputs[0].shape[0] = 3
     wrong_type = request(serving_data.x[:1])
     wrong_type.inputs[0].datatype = "BYTES"
+    both_forms = request(serving_data.x[:1])
+    both_forms.raw_input_contents.append(serving_data.x[0].astype("<f4").tobytes())
+    columns = pb.ModelInferRequest(model_name=MODEL_NAME)
+    for name in serving_data.feature_names:
+        columns.inputs.add(name=name, datatype="FP64", shape=[-1]).contents.fp64_contents.append(1)
+    out_of_range = pb.ModelInferRequest(model_name=MODEL_NAME)
+    tensor = out_of_range.inputs.add(name="features", datatype="INT8", shape=[1, 30])
+    tensor.contents.int_contents.extend([1000] * 30)
     return [
+        (
+            "typed and raw contents",
+            both_forms,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "send every input one way",
+        ),
+        ("columns of shape [-1]", columns, grpc.StatusCode.INVALID_ARGUMENT, "not -1"),
+        ("INT8 given 1000", out_of_range, grpc.StatusCode.INVALID_ARGUMENT, "beyond the range"),
         ("wrong feature count", wrong_count, grpc.StatusCode.INVALID_ARGUMENT, "expected [N, 30]"),
         ("NaN", nan, grpc.StatusCode.INVALID_ARGUMENT, "row 0, feature 3 ('mean area') is nan"),
         ("shape vs data", shape_mismatch, grpc.StatusCode.INVALID_ARGUMENT, "needs 90 values"),
