@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("benchmarks.training", "benchmarks.serving")
+SUITES = ("benchmarks.training", "benchmarks.serving", "benchmarks.wire_formats")
 
 
 def main(argv: list[str]) -> int:
