@@ -5,8 +5,11 @@ extension (`/v2/repository/...`: load, unload, index) is not mounted, since this
 serves one model fixed at start and anyone who can reach the port could unload it. Ours
 come first and take over what KServe does slowly or wrongly for this model:
 
-- `POST /v2/models/{name}[/versions/{v}]/infer`: JSON straight to a float64 matrix and
-  back (KServe's generic path goes through pydantic, InferRequest and pandas);
+- `POST /v2/models/{name}[/versions/{v}]/infer`: JSON, or the binary tensor extension,
+  straight to a float64 matrix and back through `serving.codec` (KServe's generic path
+  goes through pydantic, InferRequest and pandas); gzip and deflate bodies;
+- `GET /v2` and `/v2/`: server metadata listing `binary_tensor_data` (KServe redirects
+  `/v2/` and does not list it);
 - `GET /v2/models/{name}[/versions/{v}]`: metadata with `versions` (KServe has none);
 - `POST /v1/models/{name}:predict`: KServe's data plane, counted in our metrics.
 

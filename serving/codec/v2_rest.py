@@ -25,6 +25,7 @@ from serving.metadata import ModelSpec
 
 MAX_DEPTH = 64
 """Nesting the standard-library fallback parser may see (a V2 body needs 4 or 5)."""
+_WITH_DATA = ("name", "shape", "datatype", "data")
 _OPEN = np.frombuffer(b"[{", dtype=np.uint8)
 _CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
 
@@ -158,9 +159,6 @@ def _json_tensor(index: int, item: Any, tail: _RawTail) -> Tensor:
         )
     data = raw_tensor(name, datatype, shape, tail.take(name, binary_size))
     return Tensor(name=name, datatype=datatype, shape=shape, data=data)
-
-
-_WITH_DATA = ("name", "shape", "datatype", "data")
 
 
 def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:

@@ -82,12 +82,19 @@ def served(
     )
     ref = parse_model_uri(f"models:/{registered.name}/{registered.version}")
     fetched = FetchProcess(ref, registered.server.url, folder / "model", 30).result()
-    estimator = load_model_dir(fetched.path, fetched.version, fetched.run_id, fetched.uri)
+    estimator = load_model_dir(
+        fetched.path, fetched.version, fetched.run_id, fetched.uri, runtime="sklearn"
+    )
     predictor = start_predictor(
         f"models:/{registered.name}@champion",
         registered.server.url,
         folder / "predictor.log",
-        env={"MAX_BATCH_SIZE": "256", "MAX_BODY_BYTES": str(8 * 1024 * 1024)},
+        # scikit-learn's runtime, so its answers can equal predict_proba to the bit.
+        env={
+            "MAX_BATCH_SIZE": "256",
+            "MAX_BODY_BYTES": str(8 * 1024 * 1024),
+            "MODEL_RUNTIME": "sklearn",
+        },
     )
     try:
         wait_until(lambda: predictor.ready() or not predictor.process.alive(), 120, "the predictor")
