@@ -44,6 +44,13 @@ class Active:
     metrics: BoundMetrics
 
 
+def one_line(text: str, limit: int = 500) -> str:
+    """A message for one log line: whitespace runs (newlines too) as one space, at most
+    `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 class RegistryModel(kserve.Model):  # type: ignore[misc]
     def __init__(
         self,
@@ -90,34 +97,57 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
             self._load_lock.release()
 
     def _load_with_retries(self) -> bool:
-        delay = self.settings.load_retry_initial_seconds
+        """Transient failures (the registry down, a version not there yet) retry with the
+        usual backoff and a line each; a permanent one (an artifact that cannot be served:
+        truncated, refused types, a bad signature) is logged once, in one line, and
+        retried slowly, in case the alias moves or the version is fixed."""
+        s = self.settings
+        delay = s.load_retry_initial_seconds
         attempt = 0
+        reported = ""  # the permanent failure already logged, if any
         while not self._stop.is_set():
             attempt += 1
             try:
                 self.activate(self.load_once())
                 return True
+            except InvalidModel as e:
+                permanent, cause = True, e.message
             except LoadError as e:
-                self.waiting_for = f"{self.settings.model_uri}: {e.message}"
-                level = logging.ERROR if isinstance(e, InvalidModel) else logging.WARNING
+                permanent, cause = False, e.message
             except Exception as e:  # a bug or an unforeseen failure: keep serving /live
-                self.waiting_for = f"{self.settings.model_uri}: {type(e).__name__}: {e}"
-                logger.exception("unexpected failure loading %s", self.settings.model_uri)
-                level = logging.ERROR
-            logger.log(
-                level,
-                "model '%s' not ready, waiting for %s (attempt %d; next in %.1fs)",
-                self.name,
-                self.waiting_for,
-                attempt,
-                delay,
-            )
+                permanent, cause = True, f"unexpected {type(e).__name__}: {e}"
+                if cause != reported:
+                    logger.debug("unexpected failure loading %s", s.model_uri, exc_info=e)
+            self.waiting_for = f"{s.model_uri}: {one_line(cause)}"
+            if not permanent:
+                reported = ""
+                logger.warning(
+                    "model '%s' not ready, waiting for %s (attempt %d; next in %.1fs)",
+                    self.name,
+                    self.waiting_for,
+                    attempt,
+                    delay,
+                )
+            else:
+                level = logging.DEBUG if cause == reported else logging.ERROR
+                reported = cause
+                logger.log(
+                    level,
+                    "model '%s' cannot be served, %s (attempt %d); retrying at most every "
+                    "%gs in case the registry changes",
+                    self.name,
+                    self.waiting_for,
+                    attempt,
+                    s.load_retry_invalid_max_seconds,
+                )
             self._stop.wait(delay)
-            delay = min(delay * 2, self.settings.load_retry_max_seconds)
+            cap = s.load_retry_invalid_max_seconds if permanent else s.load_retry_max_seconds
+            delay = min(delay * 2, cap)
         return False
 
     def load_once(self) -> LoadedModel:
-        """One attempt: resolve, download into a temporary folder, load, warm up."""
+        """One attempt: resolve, download into a temporary folder, load, warm up. What
+        fails once the artifact is here is the artifact's fault: `InvalidModel`."""
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is None:
             started, folder = perf_counter(), tempfile.TemporaryDirectory(prefix="serving-model-")
@@ -125,13 +155,20 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
             started, folder = prefetch.started, prefetch.folder
         with folder as path:
             fetched = self._fetch(Path(path)) if prefetch is None else self._await(prefetch.process)
-            loaded = load_model_dir(
-                fetched.path,
-                fetched.version,
-                fetched.run_id,
-                fetched.uri,
-                runtime=self.settings.model_runtime,
-            )
+            try:
+                loaded = load_model_dir(
+                    fetched.path,
+                    fetched.version,
+                    fetched.run_id,
+                    fetched.uri,
+                    runtime=self.settings.model_runtime,
+                )
+            except LoadError:
+                raise
+            except Exception as e:  # e.g. a truncated zip: BadZipFile, EOFError
+                raise InvalidModel(
+                    f"{fetched.uri} cannot be loaded ({type(e).__name__}: {e})"
+                ) from e
         loaded.load_seconds = perf_counter() - started
         return loaded
 

@@ -65,6 +65,9 @@ class Settings:
     """First wait after a failed load (`LOAD_RETRY_INITIAL_SECONDS`); doubles each time."""
     load_retry_max_seconds: float = 15.0
     """Longest wait between load attempts (`LOAD_RETRY_MAX_SECONDS`)."""
+    load_retry_invalid_max_seconds: float = 300.0
+    """Longest wait between load attempts while the version cannot be served (a truncated
+    or refused artifact: `LOAD_RETRY_INVALID_MAX_SECONDS`)."""
     registry_timeout_seconds: float = 10.0
     """Timeout of one call to the registry (`REGISTRY_TIMEOUT_SECONDS`)."""
     timeout_keep_alive: int = 65
@@ -99,6 +102,11 @@ class Settings:
                 f"{self.load_retry_initial_seconds} and {self.load_retry_max_seconds}"
             )
         problems += self._http_problems()
+        if self.load_retry_invalid_max_seconds < self.load_retry_max_seconds:
+            problems.append(
+                "need LOAD_RETRY_INVALID_MAX_SECONDS >= LOAD_RETRY_MAX_SECONDS, got "
+                f"{self.load_retry_invalid_max_seconds} and {self.load_retry_max_seconds}"
+            )
         if self.registry_timeout_seconds <= 0:
             problems.append("REGISTRY_TIMEOUT_SECONDS must be positive")
         if self.host is not None and not valid_host(self.host):
@@ -217,6 +225,11 @@ def add_arguments(
         ),
         ("load_retry_initial_seconds", float, "first wait after a failed model load"),
         ("load_retry_max_seconds", float, "longest wait between model load attempts"),
+        (
+            "load_retry_invalid_max_seconds",
+            float,
+            "longest wait between load attempts of a version that cannot be served",
+        ),
         ("registry_timeout_seconds", float, "timeout of one registry call"),
         ("grpc_max_pending_calls", int, "gRPC calls that may wait to be taken up"),
     ):
@@ -277,6 +290,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         access_log=args.access_log,
         load_retry_initial_seconds=args.load_retry_initial_seconds,
         load_retry_max_seconds=args.load_retry_max_seconds,
+        load_retry_invalid_max_seconds=args.load_retry_invalid_max_seconds,
         registry_timeout_seconds=args.registry_timeout_seconds,
         timeout_keep_alive=args.timeout_keep_alive,
         event_loop=args.event_loop,

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import datetime
 import ipaddress
+import itertools
 import json
 import signal
 import socket
@@ -395,3 +397,83 @@ def test_2000_grpc_calls_in_flight_on_one_connection_are_all_answered(
         return dict(collections.Counter(codes))
 
     assert asyncio.run(burst()) == {"OK": 2000}
+
+
+# --- 11. a permanently bad artifact: logged once, retried slowly ----------------------------
+
+
+def register_truncated_copy(registered: Registered, tmp_path: Path, alias: str) -> str:
+    """A new version of the registered model whose model files (skops, and its ONNX copy)
+    are cut in half, as a broken upload leaves them, under `alias`; returns the version."""
+    import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
+
+    url = registered.server.url
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    location = client.get_model_version_download_uri(registered.name, registered.version)
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=location, dst_path=str(tmp_path / "download"), tracking_uri=url
+        )
+    )
+    cut = [f for f in local.rglob("*") if f.suffix in (".skops", ".onnx")]
+    assert any(f.suffix == ".skops" for f in cut), sorted(local.rglob("*"))
+    for model_file in cut:
+        model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
+    run = client.create_run(client.get_run(registered.run_id).info.experiment_id)
+    client.log_artifacts(run.info.run_id, str(local), "model")
+    client.set_terminated(run.info.run_id)
+    version = client.create_model_version(
+        registered.name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    ).version
+    client.set_registered_model_alias(registered.name, alias, version)
+    return str(version)
+
+
+def test_a_truncated_artifact_is_logged_once_retried_slowly_and_served_once_fixed(
+    registered: Registered, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    alias = f"broken-{uuid.uuid4().hex[:6]}"
+    bad = register_truncated_copy(registered, tmp_path, alias)
+    running = start_predictor(
+        f"models:/{registered.name}@{alias}",
+        registered.server.url,
+        tmp_path / "p.log",
+        env={
+            "LOG_LEVEL": "DEBUG",
+            "LOAD_RETRY_INITIAL_SECONDS": "0.2",
+            "LOAD_RETRY_MAX_SECONDS": "0.4",
+            "LOAD_RETRY_INVALID_MAX_SECONDS": "1.6",
+        },
+    )
+    try:
+        attempts = " cannot be served, "
+        wait_until(lambda: running.process.log().count(attempts) >= 5, 90, "five attempts")
+        lines = [line for line in running.process.log().splitlines() if attempts in line]
+        ready = running.get("/v2/health/ready")
+        infer = running.post(INFER, json=infer_body(ROWS))
+
+        # Fixed: the alias moves back to the good version, and the next attempt serves it.
+        url = registered.server.url
+        client = MlflowClient(tracking_uri=url, registry_uri=url)
+        client.set_registered_model_alias(registered.name, alias, registered.version)
+        wait_until(lambda: running.ready() or not running.process.alive(), 60, "ready")
+        served = running.post(INFER, json=infer_body(ROWS)).json()
+        log = running.process.log()
+    finally:
+        running.process.stop()
+
+    errors = [line for line in lines if " ERROR " in line]
+    assert len(errors) == 1, lines
+    assert f"models:/{registered.name}/{bad} cannot be loaded" in errors[0]
+    assert all(" DEBUG " in line for line in lines if line not in errors)
+    assert "Traceback" not in log
+    stamps = [datetime.datetime.fromisoformat(line[:23]) for line in lines]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
+    assert gaps[-1] > 1.2, gaps  # the backoff grew to the cap (1.6 s) ...
+    assert max(gaps) < 1.6 + 10, gaps  # ... and stopped there (plus a load attempt's time)
+    assert ready.status_code == 503 and infer.status_code == 503
+    assert "cannot be loaded" in infer.json()["error"]
+    assert served["model_version"] == registered.version
