@@ -5,8 +5,11 @@ memory, and what the per-request metrics and the optional access log cost.
 The servers run pinned to one core and `wrk` drives them from the other. The machine
 may be shared, so the servers take turns: each (concurrency, batch) cell runs every
 server for a few seconds, several rounds in rotating order, and reports each server's
-median round. Two models, both registered by the training package (`--smoke`) in a
-local `mlflow server`: the logistic-regression pipeline and a 50-tree random forest.
+median round. Three models, each registered by the training package (`--smoke`) in a
+local `mlflow server`: the logistic-regression pipeline, a 50-tree random forest and a
+50-iteration histogram gradient boosting. The predictor serves each with its ONNX copy
+(ONNX Runtime, `MODEL_RUNTIME=auto`) and, in the same rotation, with scikit-learn
+(`predictor+sklearn`, `MODEL_RUNTIME=sklearn`).
 
 Environment: BENCH_DURATION (seconds per round, default 3), BENCH_ROUNDS (default 3),
 BENCH_CONCURRENCY (default 1,8,32), BENCH_BATCHES (default 1,32), BENCH_STARTS (start →
@@ -14,7 +17,10 @@ ready samples per placement, default 5).
 
 Targets (issue 3; logistic regression, batch 1, concurrency 8): ≥ 1.5x the minimal
 kserve.Model's throughput, ≥ 70 % of the starlette endpoint's, p99 < 15 ms; start →
-ready < 3 s; resident memory < 250 MB after warm-up.
+ready < 3 s; resident memory < 250 MB after warm-up. Issue 15 (batch 1, concurrency 8):
+the forest and the boosting served with ONNX Runtime within 20 % of the logistic
+regression's throughput, p99 < 15 ms; the logistic regression no worse than with
+scikit-learn.
 """
 
 from __future__ import annotations
@@ -45,10 +51,16 @@ from tests.support import (
 )
 
 SERVED = "breast-cancer"
-MODELS = (("logreg", "logreg"), ("forest", "random_forest"))
+MODELS = (
+    ("logreg", "logreg"),
+    ("forest", "random_forest"),
+    ("boosting", "hist_gradient_boosting"),
+)
 PREDICTOR, KSERVE, STARLETTE, LOGGED = "predictor", "kserve", "starlette", "predictor+log"
+SKLEARN_RUNTIME = "predictor+sklearn"
+"""The predictor forced to serve with scikit-learn (`MODEL_RUNTIME=sklearn`)."""
 IMPORTS = "imports"
-SERVERS = (PREDICTOR, KSERVE, STARLETTE)
+SERVERS = (PREDICTOR, KSERVE, STARLETTE, SKLEARN_RUNTIME)
 # Native thread pools sized to the host only contend on a pinned core: one thread, for all.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -177,11 +189,12 @@ def start_server(
 ) -> Server:
     http_port, grpc_port = free_port(), free_port()
     env = dict(ONE_THREAD)
-    if kind in (PREDICTOR, LOGGED):
+    if kind in (PREDICTOR, LOGGED, SKLEARN_RUNTIME):
         args = [PYTHON, "-m", "serving", "--model_uri", model["uri"]]
         args += ["--http_port", str(http_port), "--grpc_port", str(grpc_port)]
         env |= {"MLFLOW_TRACKING_URI": tracking_uri, "MODEL_NAME": SERVED}
         env |= {"ACCESS_LOG": "true"} if kind == LOGGED else {}
+        env |= {"MODEL_RUNTIME": "sklearn"} if kind == SKLEARN_RUNTIME else {}
     else:
         args = [PYTHON, "-m", "benchmarks.serving_baselines"]
         env |= {
@@ -344,6 +357,31 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
+def print_runtime_targets(cell: dict[tuple[str, str, int, int], Row], logreg: Row) -> None:
+    """Issue 15's targets: the trees with ONNX Runtime beside logreg, and logreg with ONNX
+    Runtime beside itself with scikit-learn; batch 1, concurrency 8."""
+    for label in ("forest", "boosting"):
+        trees = cell.get((label, PREDICTOR, 8, 1))
+        slow = cell.get((label, SKLEARN_RUNTIME, 8, 1))
+        if trees is None:
+            continue
+        share, p99 = trees.sample.rps / logreg.sample.rps, trees.sample.p99_ms
+        before = f"; with scikit-learn {slow.sample.rps:.0f} rps" if slow else ""
+        print(
+            f"- {label} with ONNX Runtime: {trees.sample.rps:.0f} rps, {share:.0%} of "
+            f"logreg's (>= 80 %) {verdict(share >= 0.8)}; p99 {p99:.2f} ms (< 15 ms) "
+            f"{verdict(p99 < 15)}{before}"
+        )
+    plain = cell.get(("logreg", SKLEARN_RUNTIME, 8, 1))
+    if plain:
+        ratio = logreg.sample.rps / plain.sample.rps
+        print(
+            f"- logreg with ONNX Runtime: {ratio:.0%} of its throughput with scikit-learn "
+            f"({logreg.sample.rps:.0f} vs {plain.sample.rps:.0f} rps; no worse: >= 95 %) "
+            f"{verdict(ratio >= 0.95)}"
+        )
+
+
 def print_report(
     rows: list[Row],
     memory: dict[str, float],
@@ -353,13 +391,16 @@ def print_report(
 ) -> None:
     cell = {(r.model, r.server, r.concurrency, r.batch): r for r in rows}
     print("\nV2 REST; server pinned to one core, wrk on the other; median of the rounds")
-    print("| model | concurrency | batch | rps | p50 ms | p99 ms | errors | vs kserve | vs bare |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| model | concurrency | batch | rps | p50 ms | p99 ms | errors | vs kserve | vs bare "
+        "| vs scikit-learn runtime |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if r.server != PREDICTOR:
             continue
         ratios = []
-        for other in (KSERVE, STARLETTE):
+        for other in (KSERVE, STARLETTE, SKLEARN_RUNTIME):
             base = cell.get((r.model, other, r.concurrency, r.batch))
             ratios.append(f"{r.sample.rps / base.sample.rps:.2f}x" if base else "-")
         print(
@@ -385,6 +426,8 @@ def print_report(
         print(f"- throughput vs the starlette endpoint: {s:.0%} (>= 70 %) {verdict(s >= 0.7)}")
         p99 = ours.sample.p99_ms
         print(f"- p99 latency: {p99:.2f} ms (< 15 ms) {verdict(p99 < 15)}")
+    if ours:
+        print_runtime_targets(cell, ours)
     for placement, kinds in starts.items():
         start, minimal = statistics.median(kinds[PREDICTOR]), statistics.median(kinds[KSERVE])
         bare, imports = statistics.median(kinds[STARLETTE]), statistics.median(kinds[IMPORTS])

@@ -1,4 +1,5 @@
-"""Training wall time against a real local `mlflow server`, MLflow logging included.
+"""Training wall time against a real local `mlflow server`, MLflow logging included
+(and every candidate's ONNX conversion and parity check).
 
 Targets (issue: training Job): the default search under 90 s, `--smoke` under 20 s on
 a 2-core machine."""
@@ -21,7 +22,10 @@ RUNS = (
 
 def main() -> None:
     print(f"cores: {os.cpu_count()}")
-    print(f"{'run':<16}{'wall s':>8}{'target s':>10}  {'chosen':<24}{'CV ROC AUC':>11}")
+    print(
+        f"{'run':<16}{'wall s':>8}{'target s':>10}  {'chosen':<24}{'CV ROC AUC':>11}"
+        f"  {'runtime':<8}{'ONNX parity':<12}"
+    )
     with tempfile.TemporaryDirectory() as folder, running_mlflow(Path(folder)) as server:
         for label, args, target in RUNS:
             started = time.monotonic()
@@ -38,6 +42,7 @@ def main() -> None:
             print(
                 f"{label:<16}{wall:>8.1f}{target:>10.0f}  "
                 f"{summary.get('candidate', summary.get('error', '?')):<24}{auc:>11.4f}"
+                f"  {summary.get('serving_runtime', '?'):<8}{summary.get('onnx_parity', '?'):<12}"
                 f"{'' if wall <= target else '  OVER TARGET'}",
                 flush=True,
             )
