@@ -7,6 +7,7 @@ Soaks are a fraction of a second, every wait has a deadline.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -321,3 +322,42 @@ def test_killed_mid_step_and_restarted_resumes(
     assert fake_api.event_reasons() == ["RolloutStarted", "RolloutStepped", "RolloutPromoted"]
     assert "RolloutStarted" not in second.process.log()
     assert "resuming the rollout of version 2 (progressing at 10 %)" in second.process.log()
+
+
+def test_a_helm_upgrade_during_the_rollback_is_not_lost(
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+    start_controller: Callable[..., Controller],
+) -> None:
+    """`helm upgrade` with a new image (MODEL_URI copied from the live object, as the chart
+    does with the controller on) lands between the rollback's two patches: the
+    controller's stale copy is refused (409), it rebuilds from Helm's object, and both
+    changes survive."""
+    path = make_isvc("1")
+    canary_uri = f"models:/{registry_model.name}/2"
+    upgraded = copy.deepcopy(predictor_spec(fake_api, path)["containers"])
+    upgraded[0]["image"] = "kind.local/mlops-serving:0.2.0"
+    next(e for e in upgraded[0]["env"] if e["name"] == "MODEL_URI")["value"] = canary_uri
+    helm_upgrade = {"spec": {"predictor": {"containers": upgraded, "maxReplicas": 3}}}
+    # Before the start's patch, before the traffic-to-0 patch: nothing; before the
+    # restore of the stable MODEL_URI: the upgrade.
+    fake_api.edits_before_next_patch = [{}, {}, helm_upgrade]
+    prometheus = canned({"1": HEALTHY, "2": ERRORING})
+    controller = start_controller(prometheus.url)
+    wait_for_end(fake_api, registry_model.name, controller, "RolloutRolledBack")
+
+    spec = predictor_spec(fake_api, path)
+    assert spec["containers"][0]["image"] == "kind.local/mlops-serving:0.2.0"  # Helm's
+    assert spec["maxReplicas"] == 3  # Helm's
+    assert model_uri(spec) == f"models:/{registry_model.name}/1"  # the controller's
+    assert spec["canaryTrafficPercent"] == 0
+    restores = [r for r in fake_api.patches() if "containers" in r.body["spec"]["predictor"]]
+    assert len(restores) == 3  # the start, the refused restore, the rebuilt restore
+    assert (
+        restores[1].body["metadata"]["resourceVersion"]
+        != restores[2].body["metadata"]["resourceVersion"]
+    )
+    assert restores[2].body["spec"]["predictor"]["containers"][0]["image"].endswith(":0.2.0")
+    assert "changed" in controller.process.log()
