@@ -35,6 +35,11 @@ Items (what, why; what it saves):
 - `KSERVE_PRIVATE_API`: KServe 0.21 offers no public hook for these; the predictor
   overrides or reads them (`serving/rest.py`, `serving/server.py`,
   `serving/grpc_service.py`, `serving/__main__.py`); each entry says why.
+- The ONNX export's changes to skl2onnx's graph (`training/onnx_export.py` lists them:
+  trees converted for float32 input, a double `Cast` before each tree ensemble, double at
+  the graph's edges): skl2onnx 1.20's double-input tree thresholds are off (0.027 in
+  probability) and ONNX Runtime sums a float ensemble in float (7.8e-7 for 150 trees).
+  Tested in `tests/training/test_onnx_export.py`, stale checks included.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ CHECKED_AGAINST: dict[str, str] = {
     "narwhals": "2",
     "skops": "0.16",
     "pandas": "2",
+    "skl2onnx": "1.20",
+    "onnxruntime": "1.32",
 }
 """Upstream versions (major or major.minor prefix) each item was checked against."""
 

@@ -132,3 +132,58 @@ def test_the_record_round_trips_through_model_metadata() -> None:
     assert OnnxRecord.from_metadata({"onnx": record.as_metadata()}) == record
     assert OnnxRecord.from_metadata({}) is None
     assert OnnxRecord.from_metadata({"onnx": "passed"}) is None
+
+
+def quietly(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """skl2onnx warns about scikit-learn versions newer than those it lists."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return function(*args, **kwargs)
+
+
+def test_stale_check_skl2onnx_double_input_still_misplaces_tree_thresholds() -> None:
+    """Why trees are converted for float input (training/onnx_export.py). When this
+    fails, skl2onnx converts trees for double input faithfully: drop the float path."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import DoubleTensorType
+
+    forest, _ = fitted("breast_cancer", "random_forest")
+    data = load_dataset("breast_cancer")
+    graph = quietly(
+        to_onnx,
+        forest,
+        initial_types=[("features", DoubleTensorType([None, 30]))],
+        target_opset={"": 18, "ai.onnx.ml": 3},
+        options={"zipmap": False},
+    )
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(["probabilities"], {"features": data.features})
+    assert np.max(np.abs(probabilities - forest.predict_proba(data.features))) > 1e-3
+
+
+def test_stale_check_onnx_runtime_sums_a_float_ensemble_in_float() -> None:
+    """Why a double `Cast` goes in front of each tree ensemble. When this fails, ONNX
+    Runtime sums float ensembles more precisely and the cast may go."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    forest, _ = fitted("breast_cancer", "random_forest")
+    graph = quietly(
+        to_onnx,
+        forest,
+        initial_types=[("features", FloatTensorType([None, 30]))],
+        target_opset={"": 18, "ai.onnx.ml": 3},
+        options={"zipmap": False},
+    )
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    rows = load_dataset("breast_cancer").features
+    (float_sum,) = session.run(["probabilities"], {"features": rows.astype(np.float32)})
+    double_sum = OnnxClassifier(convert(forest)).predict_proba(rows)
+    expected = forest.predict_proba(rows)
+    assert np.max(np.abs(float_sum - expected)) > 3 * np.max(np.abs(double_sum - expected))
