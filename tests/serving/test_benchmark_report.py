@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from benchmarks.serving import Sample, parse_wrk
@@ -31,3 +33,31 @@ def test_wrk_report_gives_rate_percentiles_in_ms_and_all_errors() -> None:
 def test_a_report_without_latency_distribution_is_refused() -> None:
     with pytest.raises(ValueError, match="unexpected wrk output"):
         parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_the_wire_format_bench_sends_the_same_rows_as_json_and_binary(tmp_path: Any) -> None:
+    """Both bodies decode to one matrix through the codec, and the wrk script carries the
+    binary body byte for byte (Lua's decimal escapes)."""
+    import re
+
+    import numpy as np
+
+    from benchmarks.wire_formats import bodies, write_lua
+    from serving import codec
+    from serving.codec import binary
+    from serving.metadata import ModelSpec
+
+    spec = ModelSpec(30, "FP64", None, ("malignant", "benign"))
+    as_json, _ = bodies(600, binary=False)
+    as_binary, headers = bodies(600, binary=True)
+    header, raw = binary.split(as_binary, headers["Inference-Header-Content-Length"])
+    from_json = codec.decode_v2(codec.parse_json(as_json, spec), spec, 1024)
+    from_binary = codec.decode_v2(codec.parse_json(header, spec), spec, 1024, raw)
+    script = write_lua(tmp_path, "b", as_binary, headers).read_text()
+    escaped = re.search(r'wrk.body = "(.*)"', script)
+
+    np.testing.assert_array_equal(from_json.features, from_binary.features)
+    assert from_json.features.shape == (600, 30)
+    assert from_binary.binary_outputs == frozenset(codec.requested_outputs(None))
+    assert escaped is not None
+    assert bytes(int(b) for b in escaped.group(1).split("\\")[1:]) == as_binary
