@@ -133,6 +133,7 @@ def test_the_predictor_s_arguments_and_environment_parse_into_its_settings(
     assert settings.model_name == "breast-cancer"
     assert (settings.http_port, settings.grpc_port) == (8080, 8081)
     assert (settings.max_batch_size, settings.max_body_bytes) == (1024, 4194304)
+    assert settings.model_runtime == "auto"
 
 
 def test_predictor_pods_carry_the_labels_the_network_policy_admits(
