@@ -486,3 +486,45 @@ def test_rollout_auto_ends_promoted_or_rolled_back(
     expected = version if done.returncode == 0 else stable
     assert set(ingress.versions(count=60)) == {expected}
     assert rollout_tool.champion() == expected
+
+
+def test_the_controller_promotes_a_new_version_with_no_command_typed(
+    rollout_tool: RolloutTool, ingress: Ingress
+) -> None:
+    """`rollout.controller.enabled=true`: a new version trained by `make train` becomes
+    @challenger and the controller steps it to 100 % and promotes it on its own; then a
+    `helm upgrade` (the chart reads MODEL_URI from the live object) keeps that version."""
+    controller = f"{RELEASE}-rollout-controller"
+    helm_upgrade(
+        "rollout.controller.enabled=true", "rollout.controller.steps=50\\,100",
+        "rollout.controller.soakSeconds=60", "rollout.controller.intervalSeconds=15",
+        "rollout.controller.stepTimeoutSeconds=600", "rollout.controller.minRequests=20",
+        "rollout.controller.pollSeconds=10",
+        f"rollout.controller.match=namespace=\"{NAMESPACE}\"",
+    )  # fmt: skip
+    kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{controller}", timeout=600)
+    with ingress.sampled(seconds=1800) as seen:
+        version = train_new_version()
+        wait_until(lambda: rollout_tool.champion() == version, 1500, "the controller's promotion",
+                   interval=10)  # fmt: skip
+    assert version in seen, seen
+    wait_for_split([100])
+    events = kubectl("-n", NAMESPACE, "get", "events", "--field-selector",
+                     f"involvedObject.name={MODEL}", "-o", "json").stdout  # fmt: skip
+    reasons = [e["reason"] for e in json.loads(events)["items"]]
+    assert "RolloutStarted" in reasons and "RolloutPromoted" in reasons, reasons
+    metrics = kubectl("-n", NAMESPACE, "get", "--raw",
+                      f"/api/v1/namespaces/{NAMESPACE}/pods/{controller_pod()}:9090/proxy/metrics"
+                      ).stdout  # fmt: skip
+    assert f'rollout_phase{{model_name="{MODEL}",phase="idle"}} 1.0' in metrics
+    # One owner: an upgrade that changes the container keeps the promoted version.
+    helm_upgrade("predictor.maxBatchSize=512")
+    env = inference_service()["spec"]["predictor"]["containers"][0]["env"]
+    assert {e["name"]: e.get("value") for e in env}["MODEL_URI"] == f"models:/{MODEL}/{version}"
+    assert set(ingress.versions(count=30)) == {version}
+
+
+def controller_pod() -> str:
+    selector = "app.kubernetes.io/component=rollout-controller"
+    pods = kubectl("-n", NAMESPACE, "get", "pods", "-l", selector, "-o", "json").stdout
+    return str(json.loads(pods)["items"][0]["metadata"]["name"])

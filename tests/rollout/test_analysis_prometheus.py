@@ -311,3 +311,123 @@ def test_canary_with_a_shifted_class_mix_fails_the_drift_check(
         "class_drift": "fail",
     }
     assert report["checks"]["class_drift"]["canary"] > 0.2
+
+
+# -- the controller on the same real predictors and Prometheus ------------------------------
+
+
+class Router:
+    """Knative's part, played on the real predictors: sends V2 traffic split as the
+    InferenceService in the recording API server says (canaryTrafficPercent to the
+    version its MODEL_URI names, the rest to @champion's), until stopped; bounded."""
+
+    def __init__(self, world: World, fake_api: Any, path: str) -> None:
+        import threading
+
+        self.world, self.fake_api, self.path = world, fake_api, path
+        self.by_version = {v: role for role, v in world.versions.items()}
+        self.stopping = threading.Event()
+        self.sent: Counter[str] = Counter()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.world.tracking_uri)
+        session = requests.Session()
+        rng = np.random.default_rng(11)
+        deadline = time.monotonic() + 240
+        for i in range(40_000):
+            if self.stopping.is_set() or time.monotonic() > deadline:
+                return
+            if i % 50 == 0:
+                predictor = self.fake_api.get(self.path)["spec"]["predictor"]
+                env = {e["name"]: e["value"] for e in predictor["containers"][0]["env"]}
+                latest = self.by_version[env["MODEL_URI"].rsplit("/", 1)[1]]
+                stable = self.by_version[client.get_registered_model(MODEL).aliases["champion"]]
+                percent = predictor.get("canaryTrafficPercent", 100)
+            role = latest if i % 100 < percent else stable
+            rows = ROWS[rng.integers(0, len(ROWS), BATCH)]
+            body = {
+                "inputs": [
+                    {"name": "features", "shape": [BATCH, 30], "datatype": "FP64",
+                     "data": rows.ravel().tolist()}
+                ]
+            }  # fmt: skip
+            session.post(
+                f"{self.world.predictors[role]}/v2/models/{MODEL}/infer", json=body, timeout=10
+            )
+            self.sent[role] += 1
+            time.sleep(0.005)
+
+
+def test_the_controller_promotes_refuses_and_rolls_back_on_real_metrics(
+    world: World, tmp_path: Path
+) -> None:
+    """A healthy challenger is stepped to 100 % and promoted; one whose input signature
+    changed (10 features) is refused before any patch; one with a shifted class mix is
+    rolled back at the first step: all judged on the real Prometheus's numbers."""
+    from mlflow import MlflowClient
+
+    from tests.rollout.fake_apiserver import FakeApiServer, inference_service, kubeconfig_yaml
+    from tests.rollout.helpers import NAMESPACE, TOKEN, isvc_path
+
+    client = MlflowClient(world.tracking_uri)
+    versions = world.versions
+    client.set_registered_model_alias(MODEL, "champion", versions["stable"])
+    client.set_registered_model_alias(MODEL, "challenger", versions["healthy"])
+    with ExitStack() as stack:
+        fake_api = stack.enter_context(FakeApiServer().running())
+        path = isvc_path(MODEL)
+        fake_api.put(
+            path, inference_service(MODEL, NAMESPACE, f"models:/{MODEL}/{versions['stable']}")
+        )
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(kubeconfig_yaml(fake_api.url, NAMESPACE, TOKEN))
+        router = Router(world, fake_api, path)
+        router.thread.start()
+        stack.callback(router.thread.join, 10)
+        stack.callback(router.stopping.set)
+        controller = start_process(
+            [
+                PYTHON, "-m", "rollout", "controller", "--kubeconfig", str(kubeconfig),
+                "--namespace", NAMESPACE, "--tracking-uri", world.tracking_uri,
+                "--prometheus-url", world.prometheus_url, "--listen", "127.0.0.1",
+                "--metrics-port", str(free_port()), "--health-port", str(free_port()),
+                "--steps", "20,100", "--soak", "4", "--interval", "1", "--step-timeout", "90",
+                "--min-requests", "30", "--p99-slack", P99_SLACK, "--poll", "0.5",
+                "--grace", "20",
+            ],
+            tmp_path / "controller.log",
+        )  # fmt: skip
+        stack.callback(controller.stop)
+
+        def reasons() -> list[str]:
+            assert controller.alive(), controller.log()
+            return fake_api.event_reasons()
+
+        wait_until(lambda: "RolloutPromoted" in reasons(), 180, "the healthy promotion")
+        assert client.get_registered_model(MODEL).aliases["champion"] == versions["healthy"]
+        assert reasons() == ["RolloutStarted", "RolloutPromoted"], controller.log()
+        promoted = client.get_model_version(MODEL, versions["healthy"]).tags
+        assert promoted["rollout_status"] == "promoted"
+        assert "passed" in fake_api.events[-1]["message"]
+
+        patched = len(fake_api.patches())
+        client.set_registered_model_alias(MODEL, "challenger", versions["schema"])
+        wait_until(lambda: "RolloutRefused" in reasons(), 60, "the schema refusal")
+        refusal = fake_api.events[-1]["message"]
+        assert "input signature (10 columns" in refusal and "(30 columns" in refusal, refusal
+        assert len(fake_api.patches()) == patched  # nothing patched
+
+        client.set_registered_model_alias(MODEL, "challenger", versions["flipped"])
+        wait_until(lambda: "RolloutRolledBack" in reasons(), 180, "the flipped rollback")
+        rolled_back = fake_api.events[-1]["message"]
+        assert "class_drift" in rolled_back and "at 20 %" in rolled_back, rolled_back
+        tags = client.get_model_version(MODEL, versions["flipped"]).tags
+        assert tags["rollout_status"] == "rejected" and "class_drift" in tags["rollout_reason"]
+        spec = fake_api.get(path)["spec"]["predictor"]
+        assert spec["canaryTrafficPercent"] == 0
+        env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+        assert env["MODEL_URI"] == f"models:/{MODEL}/{versions['healthy']}"
+        assert router.sent["flipped"] > 0
