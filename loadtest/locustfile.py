@@ -11,7 +11,10 @@ checked against the contract (`loadtest/v2.py`); one that breaks it is a failure
 0..`--max-wait-ms` between requests.
 
 Answers are counted per `model_version`, so a run against a canary shows the split it
-observed. Against two local predictors, `--canary-host URL --canary-weight 10` sends
+observed, and each infer request is named after the version that answered it
+(`infer 1 row @v2`): locust's tables, CSV and HTML report give stable and canary rows of
+their own. Failed requests keep the plain name (no valid answer names a version). Against
+two local predictors, `--canary-host URL --canary-weight 10` sends
 about 10 % of the requests to the second one (the client splits, as Knative would);
 against an InferenceService with a canary, leave it out: the server splits.
 
@@ -213,6 +216,9 @@ class V2User(FastHttpUser):
                 response.failure(f"bad answer: {e}")
                 return
             STATE.versions[version] += 1
+            # One row per answering version in locust's tables, CSV and HTML report, so
+            # stable and canary compare side by side ("infer 1 row @v2").
+            response.request_meta["name"] = f"{name} @v{version}"
 
     def read_metadata(self) -> v2.ModelInfo | None:
         url = f"{self.base_url()}{self.model_path}"

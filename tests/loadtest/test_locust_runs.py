@@ -30,7 +30,9 @@ def test_a_run_against_a_real_predictor_passes_with_its_version_counted(
     assert f"version {registered.versions[0]}" in run.stdout
     assert "SLO verdict: PASS (exit code 0)" in run.stdout
     stats = (run.out / "locust_stats.csv").read_text()
-    assert "infer 1 row" in stats and "infer 16 rows" in stats and "metadata" in stats
+    version = registered.versions[0]
+    assert f"infer 1 row @v{version}" in stats and f"infer 16 rows @v{version}" in stats
+    assert "metadata" in stats
     assert (run.out / "report.html").stat().st_size > 0
 
 
@@ -52,6 +54,18 @@ def test_a_split_run_counts_both_versions_in_about_the_weighted_share(
     # 20 % asked; with >= 100 answers, 10..30 % is more than four standard deviations wide.
     assert 0.10 <= versions[second] / answers <= 0.30, versions
     assert run.summary["version_share"][second] == pytest.approx(versions[second] / answers)
+    # The report gives each answering version rows of its own.
+    rows = {
+        line.split(",")[1].strip('"'): int(line.split(",")[2])
+        for line in (run.out / "locust_stats.csv").read_text().splitlines()[1:]
+    }
+    per_version = {
+        version: sum(n for name, n in rows.items() if name.endswith(f" @v{version}"))
+        for version in (first, second)
+    }
+    assert all(per_version.values()), rows
+    # The CSV is written as locust quits, the summary a moment before: a request apart.
+    assert abs(sum(per_version.values()) - answers) <= 0.02 * answers + 2, (per_version, versions)
 
 
 def test_a_predictor_answering_errors_fails_the_slo_with_a_non_zero_exit(
