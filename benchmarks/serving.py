@@ -39,6 +39,7 @@ from typing import Any
 
 import requests
 
+from contract.uris import version_uri
 from tests.support import (
     PYTHON,
     REPO_ROOT,
@@ -254,7 +255,7 @@ def register(tracking_uri: str, label: str, family: str) -> dict[str, Any]:
     if summary.get("status") != "registered":
         raise RuntimeError(f"training {family} did not register:\n{done.stdout}\n{done.stderr}")
     version = summary["version"]
-    return {"label": label, "name": name, "version": version, "uri": f"models:/{name}/{version}"}
+    return {"label": label, "name": name, "version": version, "uri": version_uri(name, version)}
 
 
 def download(tracking_uri: str, model: dict[str, Any], folder: Path) -> Path:
@@ -293,7 +294,8 @@ def metrics_cost_us(repeat: int = 20000) -> float:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics import Histogram
 
-    from serving.metrics import REST, PredictorMetrics
+    from contract.metric_names import REST
+    from serving.metrics import PredictorMetrics
 
     bound = PredictorMetrics(CollectorRegistry()).bind("m", "1", ["a", "b"])
     kserve_histogram = Histogram("x_seconds", "x", registry=CollectorRegistry())

@@ -18,6 +18,8 @@ from typing import Any, TextIO
 
 import requests
 
+from contract import metric_names, uris
+from contract.uris import CHALLENGER, CHAMPION
 from demo import registry
 from demo.processes import DemoError, PortBusy, Record, Service, Supervisor, log_tail
 from demo.settings import REPO_ROOT, STATE_ENTRIES, DemoSettings
@@ -78,7 +80,7 @@ class Demo:
         self.step(2, f"First training: register a version of '{s.model_name}'")
         champion = self.train_first()
 
-        self.step(3, f"Predictor on models:/{s.model_name}@champion (version {champion})")
+        self.step(3, f"Predictor on {uris.alias_uri(s.model_name, CHAMPION)} (version {champion})")
         self.ensure(self.predictor_service(), "predictor", READY_TIMEOUT)
 
         self.step(4, "One V2 request")
@@ -93,7 +95,7 @@ class Demo:
         self.step(7, "Second training with other settings: the canary's version")
         challenger = self.train_challenger(champion)
 
-        self.step(8, f"Canary predictor on models:/{s.model_name}/{challenger}")
+        self.step(8, f"Canary predictor on {uris.version_uri(s.model_name, challenger)}")
         self.ensure(self.canary_service(challenger), "canary predictor", READY_TIMEOUT)
 
         self.step(
@@ -173,12 +175,12 @@ class Demo:
 
     def predictor_service(self) -> Service:
         s = self.s
-        uri = f"models:/{s.model_name}@champion"
+        uri = uris.alias_uri(s.model_name, CHAMPION)
         return self._predictor("predictor", uri, s.predictor_port, s.predictor_grpc_port)
 
     def canary_service(self, version: str) -> Service:
         s = self.s
-        uri = f"models:/{s.model_name}/{version}"
+        uri = uris.version_uri(s.model_name, version)
         return self._predictor("canary", uri, s.canary_port, s.canary_grpc_port)
 
     def prometheus_config(self) -> str:
@@ -268,7 +270,7 @@ class Demo:
 
     def train_first(self) -> str:
         s = self.s
-        champion = registry.alias_version(s.mlflow_url, s.model_name, "champion")
+        champion = registry.alias_version(s.mlflow_url, s.model_name, CHAMPION)
         if champion is not None:
             self.say(f"    already registered: version {champion} is @champion (no training)")
             return champion
@@ -278,14 +280,14 @@ class Demo:
             raise DemoError(f"the gates rejected the first version: {summary.get('reasons')}")
         aliases = " and ".join(f"@{a}" for a in summary.get("aliases_set", []))
         self.say(f"    registered version {summary['version']}, now {aliases}")
-        champion = registry.alias_version(s.mlflow_url, s.model_name, "champion")
+        champion = registry.alias_version(s.mlflow_url, s.model_name, CHAMPION)
         if champion is None:
             raise DemoError("the training registered a version but no @champion is set")
         return champion
 
     def train_challenger(self, champion: str) -> str:
         s = self.s
-        challenger = registry.alias_version(s.mlflow_url, s.model_name, "challenger")
+        challenger = registry.alias_version(s.mlflow_url, s.model_name, CHALLENGER)
         if challenger is not None and challenger != champion:
             self.say(f"    already registered: version {challenger} is @challenger (no training)")
             return challenger
@@ -311,7 +313,7 @@ class Demo:
                 "pipeline keeps the default 0 and would have stopped a version that scores "
                 "below the champion; here the canary analysis gets to judge it instead."
             )
-        challenger = registry.alias_version(s.mlflow_url, s.model_name, "challenger")
+        challenger = registry.alias_version(s.mlflow_url, s.model_name, CHALLENGER)
         if challenger is None or challenger == champion:
             raise DemoError("the second training passed but @challenger did not move")
         return challenger
@@ -437,8 +439,8 @@ class Demo:
             "" if s.state_dir == Path(".demo") else f" DEMO_DIR={s.state_dir}"
         )
         prometheus = (
-            f"{s.prometheus_url}/graph  (try: sum by (model_version) "
-            "(rate(inference_requests_total[1m])))"
+            f"{s.prometheus_url}/graph  (try: sum by ({metric_names.MODEL_VERSION}) "
+            f"(rate({metric_names.REQUESTS}[1m])))"
             if self.prometheus_bin
             else "not installed (apt-get install prometheus), so no canary analysis"
         )

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from contract import mlflow_client
 from rollout.errors import ConfigError, RolloutError
 from rollout.plan import Interrupted
 from rollout.settings import Settings, build_parser, settings_from_args
@@ -35,8 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("urllib3", "mlflow", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # MLflow retries an unreachable server for minutes by default; a CLI should say so sooner.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    mlflow_client.DEFAULT.apply()
     from rollout.commands import Rollout
 
     try:

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from contract.metric_names import OK
 from rollout.drift import jensen_shannon_distance
 
 
@@ -95,7 +96,7 @@ class VersionStats:
     @property
     def success_ratio(self) -> float | None:
         total = self.requests
-        return self.outcomes.get("ok", 0.0) / total if total > 0 else None
+        return self.outcomes.get(OK, 0.0) / total if total > 0 else None
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def check_success_ratio(stable: VersionStats, canary: VersionStats, t: Threshold
     if s is None or c is None:
         return Check("success_ratio", Verdict.INCONCLUSIVE, s, c, None, rule, "no requests")
     limit = s - t.max_success_drop
-    bad = {k: v for k, v in canary.outcomes.items() if k != "ok" and v > 0}
+    bad = {k: v for k, v in canary.outcomes.items() if k != OK and v > 0}
     counts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(bad.items())) or "no failures"
     passed = c >= limit
     detail = (

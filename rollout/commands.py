@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from contract import uris
+from contract.registry_tags import PROMOTED, ROLLED_BACK
+from contract.uris import is_version_number, version_uri
 from rollout import isvc, report
 from rollout.analysis import Analysis, Verdict, evaluate
 from rollout.errors import ConfigError, ConflictError, ExitCode, RefusedError, UnreachableError
@@ -21,13 +24,7 @@ from rollout.kube import InferenceServices, connect
 from rollout.lock import RENEW_EVERY_SECONDS, RolloutLock
 from rollout.plan import Outcome, run_schedule
 from rollout.prometheus import Prometheus, version_stats
-from rollout.registry import (
-    PROMOTED,
-    REJECTED,
-    Registry,
-    parse_model_uri,
-    version_uri,
-)
+from rollout.registry import Registry
 from rollout.settings import Settings
 from rollout.state import (
     RolloutState,
@@ -35,7 +32,6 @@ from rollout.state import (
     check_can_roll_back,
     check_can_start,
 )
-from serving.registry import is_version_number
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +112,10 @@ class Rollout:
         except isvc.IsvcShapeError as e:
             raise ConfigError(f"{self.kube.describe()}: {e}") from e
         aliases = self.registry.aliases()
-        uri = parse_model_uri(parsed.model_uri)
+        try:
+            uri = uris.parse_model_uri(parsed.model_uri)
+        except uris.InvalidModelUri as e:
+            raise ConfigError(f"{self.kube.describe()}: {e}") from e
         if uri.name != self.settings.model_name:
             raise ConfigError(
                 f"{self.kube.describe()} serves model {uri.name!r}, not "
@@ -328,7 +327,7 @@ class Rollout:
             self.apply(obj, lambda o: isvc.restore_patch(o, stable_uri))
         rejected = candidate if candidate != stable else None
         if rejected is not None:
-            self.registry_action("tag", rejected, status=REJECTED, reason=reason)
+            self.registry_action("tag", rejected, status=ROLLED_BACK, reason=reason)
         return rejected, stable
 
     def rollback(self) -> int:

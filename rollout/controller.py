@@ -26,12 +26,12 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from contract import uris
 from rollout.commands import Rollout
 from rollout.controller_metrics import ControllerMetrics
-from rollout.errors import ConfigError, RefusedError, RolloutError
+from rollout.errors import RefusedError, RolloutError
 from rollout.kube import InferenceServices, connect
 from rollout.reconcile import ControllerConfig, Reconciler
-from rollout.registry import parse_model_uri
 from rollout.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ class Controller:
         try:
             containers = body["spec"]["predictor"]["containers"]
             env = {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
-            return parse_model_uri(str(env["MODEL_URI"])).name
-        except (KeyError, IndexError, TypeError, AttributeError, ConfigError):
+            return uris.parse_model_uri(str(env["MODEL_URI"])).name
+        except (KeyError, IndexError, TypeError, AttributeError, uris.InvalidModelUri):
             return None
 
     def seen(self, namespace: str, name: str, model_name: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import requests
 
+from contract import metric_names as names
 from rollout import queries
 from rollout.analysis import VersionStats
 from rollout.errors import UnreachableError
@@ -169,7 +170,7 @@ def version_stats(
     query, url = prometheus.query, prometheus.url
     return VersionStats(
         version=version,
-        outcomes=_by_label(query(outcomes_expr, at), "outcome", outcomes_expr, url),
+        outcomes=_by_label(query(outcomes_expr, at), names.OUTCOME, outcomes_expr, url),
         p99_seconds=_p99(query(latency_expr, at), latency_expr, url),
-        classes=_by_label(query(classes_expr, at), "class_name", classes_expr, url),
+        classes=_by_label(query(classes_expr, at), names.CLASS_NAME, classes_expr, url),
     )

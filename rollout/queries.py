@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import re
 
-REQUESTS_METRIC = "inference_requests_total"
-DURATION_METRIC = "inference_request_duration_seconds"
-PREDICTIONS_METRIC = "inference_predictions_total"
+from contract import metric_names as names
+
+REQUESTS_METRIC = names.REQUESTS
+DURATION_METRIC = names.REQUEST_DURATION
+PREDICTIONS_METRIC = names.PREDICTIONS
 
 # One or more label matchers, comma-separated: name="value", name!="v", name=~"re", name!~"re".
 _MATCHER = r'\s*[A-Za-z_]\w*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\\n]|\\.)*"\s*'
@@ -53,13 +55,16 @@ def version_selector(model_name: str, model_version: str, extra: str = "") -> st
     `extra` (optional, from `--match`) narrows further where one Prometheus scrapes the
     same model in several places, e.g. `namespace="mlops"` in a cluster.
     """
-    selector = f"model_name={label_value(model_name)}, model_version={label_value(model_version)}"
+    selector = (
+        f"{names.MODEL_NAME}={label_value(model_name)}, "
+        f"{names.MODEL_VERSION}={label_value(model_version)}"
+    )
     return f"{selector}, {extra.strip()}" if extra.strip() else selector
 
 
 def requests_by_outcome(selector: str, window: str) -> str:
     """Requests in the window, one sample per `outcome` (ok, invalid, error)."""
-    return f"sum by (outcome) (increase({REQUESTS_METRIC}{{{selector}}}[{window}]))"
+    return f"sum by ({names.OUTCOME}) (increase({REQUESTS_METRIC}{{{selector}}}[{window}]))"
 
 
 def latency_quantile(selector: str, window: str, quantile: float = 0.99) -> str:
@@ -72,7 +77,7 @@ def latency_quantile(selector: str, window: str, quantile: float = 0.99) -> str:
 
 def predictions_by_class(selector: str, window: str) -> str:
     """Predicted rows in the window, one sample per `class_name`."""
-    return f"sum by (class_name) (increase({PREDICTIONS_METRIC}{{{selector}}}[{window}]))"
+    return f"sum by ({names.CLASS_NAME}) (increase({PREDICTIONS_METRIC}{{{selector}}}[{window}]))"
 
 
 def requests_served(selector: str) -> str:

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from contract.registry_tags import PROMOTED, ROLLED_BACK, ROLLOUT_STATUS
+from contract.uris import CHALLENGER, version_uri
 from rollout import isvc
 from rollout.commands import Rollout
 from rollout.controller_metrics import ControllerMetrics
@@ -39,7 +41,6 @@ from rollout.errors import (
 from rollout.lock import RENEW_EVERY_SECONDS, RolloutLock
 from rollout.plan import Schedule, StepDecision, decide_step
 from rollout.progress import ANNOTATION, Phase, Progress
-from rollout.registry import CHALLENGER, PROMOTED, REJECTED, STATUS_TAG, version_uri
 from rollout.state import RolloutState, check_can_start
 
 logger = logging.getLogger(__name__)
@@ -188,8 +189,8 @@ class Reconciler:
         if challenger is None or challenger == state.stable_version:
             return poll
         tags = self.rollout.registry.version_tags(challenger)
-        if tags.get(STATUS_TAG) in {PROMOTED, REJECTED}:
-            logger.debug("@%s=%s was %s before", CHALLENGER, challenger, tags[STATUS_TAG])
+        if tags.get(ROLLOUT_STATUS) in {PROMOTED, ROLLED_BACK}:
+            logger.debug("@%s=%s was %s before", CHALLENGER, challenger, tags[ROLLOUT_STATUS])
             return poll
         refusal = self._refusal(state, challenger, tags)
         if refusal is not None:
@@ -384,9 +385,9 @@ class Reconciler:
             self.rollout.do_rollback(progress.reason)
         except RefusedError:
             # Killed after the rollback's patches: make sure the version is tagged.
-            if self.rollout.registry.version_tags(version).get(STATUS_TAG) != REJECTED:
+            if self.rollout.registry.version_tags(version).get(ROLLOUT_STATUS) != ROLLED_BACK:
                 self.rollout.registry_action(
-                    "tag", version, status=REJECTED, reason=progress.reason
+                    "tag", version, status=ROLLED_BACK, reason=progress.reason
                 )
         obj, _ = self.rollout.read_state()
         self._write(progress.but(phase=Phase.IDLE, outcome="rolled_back"))

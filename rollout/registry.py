@@ -11,41 +11,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from contract import mlflow_client, registry_tags
+from contract.uris import CHAMPION, is_version_number
 from rollout.errors import ConfigError, RefusedError, UnreachableError
-from serving import registry as predictor_registry
-from serving.errors import ConfigError as PredictorConfigError
-from serving.registry import ModelRef, is_version_number
 
 logger = logging.getLogger(__name__)
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-
-# Tags a rollout writes on the version it judged.
-STATUS_TAG = "rollout_status"
-REASON_TAG = "rollout_reason"
-TIME_TAG = "rollout_time"
-DECISION_TAG = "rollout_decision"
-"""The controller's latest decision on the version (started, stepped, refused, ...)."""
-PROMOTED = "promoted"
-REJECTED = "rejected"
-
-
-def parse_model_uri(uri: str) -> ModelRef:
-    """`models:/NAME/VERSION` or `models:/NAME@ALIAS`, read as the predictor reads it."""
-    try:
-        return predictor_registry.parse_model_uri(uri.strip())
-    except PredictorConfigError as e:
-        raise ConfigError(e.message) from e
-
-
-def version_uri(model_name: str, version: str) -> str:
-    """What a revision pins: always a concrete version, never an alias."""
-    return ModelRef(model_name).version_uri(version)
-
-
-def _code(error: Exception) -> str:
-    return str(getattr(error, "error_code", ""))
 
 
 class Registry:
@@ -64,7 +34,7 @@ class Registry:
         try:
             return fn(*args)
         except MlflowException as e:
-            if _code(e) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            if mlflow_client.is_not_found(e):
                 raise
             raise UnreachableError(
                 f"MLflow at {self.tracking_uri} failed to {what}: {e.message}"
@@ -126,9 +96,9 @@ class Registry:
 
     def tag_version(self, version: str, status: str, reason: str) -> None:
         tags = {
-            STATUS_TAG: status,
-            REASON_TAG: reason[:5000],
-            TIME_TAG: datetime.now(UTC).isoformat(timespec="seconds"),
+            registry_tags.ROLLOUT_STATUS: status,
+            registry_tags.ROLLOUT_REASON: reason[: registry_tags.VALUE_LIMIT],
+            registry_tags.ROLLOUT_TIME: datetime.now(UTC).isoformat(timespec="seconds"),
         }
         for key, value in tags.items():
             self._call(
@@ -147,8 +117,10 @@ class Registry:
             self._client.set_model_version_tag,
             self.model_name,
             version,
-            DECISION_TAG,
-            f"{datetime.now(UTC).isoformat(timespec='seconds')} {text}"[:5000],
+            registry_tags.ROLLOUT_DECISION,
+            f"{datetime.now(UTC).isoformat(timespec='seconds')} {text}"[
+                : registry_tags.VALUE_LIMIT
+            ],
         )
 
     def input_signature(self, version: str) -> Any:
@@ -174,7 +146,7 @@ class Registry:
                 )
                 mlmodel = yaml.safe_load(Path(path).read_text())
             except MlflowException as e:
-                if _code(e) == "RESOURCE_DOES_NOT_EXIST":
+                if str(getattr(e, "error_code", "")) == mlflow_client.RESOURCE_DOES_NOT_EXIST:
                     return None
                 raise UnreachableError(
                     f"could not read the MLmodel file of version {version} of "

@@ -12,14 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from contract.flags import FlagParser
+from contract.uris import CHALLENGER, DEFAULT_MODEL_NAME, is_version_number
 from rollout import queries
 from rollout.analysis import Thresholds
 from rollout.errors import ConfigError
 from rollout.kube import KubeSettings
 from rollout.plan import Schedule
-from rollout.registry import CHALLENGER
-from serving.registry import is_version_number
-from serving.settings import DEFAULT_MODEL_NAME
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"

@@ -12,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from contract import registry_tags
+from contract.uris import CHAMPION
 from rollout.errors import RefusedError
 from rollout.isvc import IsvcState
-from rollout.registry import CHAMPION, REASON_TAG, REJECTED, STATUS_TAG
-
-GATE_STATUS_TAG = "gate_status"
-"""What the training job tags every version with: `passed` or `rejected`."""
 
 
 @dataclass(frozen=True)
@@ -110,16 +108,17 @@ def check_can_start(
             f"{state.stable_version}: finish that with `promote` or `rollback` first"
         )
     check_ready(state, "start a canary")
-    if tags.get(GATE_STATUS_TAG) == REJECTED and not allow_rejected:
+    if tags.get(registry_tags.GATE_STATUS) == registry_tags.GATE_REJECTED and not allow_rejected:
         raise RefusedError(
             f"version {version} failed the training gates "
-            f"({tags.get('rejection_reason', 'no reason given')}); "
+            f"({tags.get(registry_tags.REJECTION_REASON, 'no reason given')}); "
             "pass --allow-rejected to roll it out anyway"
         )
-    if tags.get(STATUS_TAG) == REJECTED and not allow_rejected:
+    if tags.get(registry_tags.ROLLOUT_STATUS) == registry_tags.ROLLED_BACK and not allow_rejected:
         raise RefusedError(
             f"version {version} was rolled back before "
-            f"({tags.get(REASON_TAG, 'no reason given')}); pass --allow-rejected to try it again"
+            f"({tags.get(registry_tags.ROLLOUT_REASON, 'no reason given')}); "
+            "pass --allow-rejected to try it again"
         )
 
 

@@ -12,6 +12,8 @@ import reprlib
 from dataclasses import dataclass
 from typing import ClassVar
 
+from contract.metric_names import ERROR, INVALID  # the `outcome` label's values
+
 logger = logging.getLogger(__name__)
 
 _QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12 on
@@ -20,10 +22,6 @@ _QUOTE.maxlist = _QUOTE.maxtuple = 6
 _QUOTE.maxdict, _QUOTE.maxlevel = 4, 2
 MAX_MESSAGE = 512
 """Characters of an error message taken from an exception we did not write."""
-
-OK = "ok"
-INVALID = "invalid"
-ERROR = "error"
 
 
 class PredictorError(Exception):

@@ -20,10 +20,10 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 
+from contract.metric_names import GRPC, OK
 from serving import codec
-from serving.errors import OK, RepositoryNotServed, describe, log_failure
+from serving.errors import RepositoryNotServed, describe, log_failure
 from serving.metadata import PLATFORM
-from serving.metrics import GRPC
 from serving.model import RegistryModel
 from serving.settings import grpc_address
 

@@ -16,15 +16,8 @@ from typing import Any
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from serving.errors import ERROR, INVALID, OK
-
-REST = "rest"
-GRPC = "grpc"
-V1 = "v1"
-PROTOCOLS = (REST, GRPC, V1)
-OUTCOMES = (OK, INVALID, ERROR)
-NO_VERSION = "none"
-"""`model_version` of requests answered before any model is loaded."""
+from contract import metric_names as names
+from contract.metric_names import OUTCOMES, PROTOCOLS
 
 # From a fraction of a millisecond (a batch-1 logistic regression) to seconds.
 DURATION_BUCKETS = (
@@ -37,42 +30,42 @@ class PredictorMetrics:
     """The metric families, registered once per registry."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        version = ["model_name", "model_version"]
+        version = list(names.VERSION_LABELS)
         self.requests = Counter(
-            "inference_requests_total",
+            names.REQUESTS,
             "Inference requests answered, by protocol and outcome (ok, invalid, error).",
-            [*version, "protocol", "outcome"],
+            [*version, names.PROTOCOL, names.OUTCOME],
             registry=registry,
         )
         self.duration = Histogram(
-            "inference_request_duration_seconds",
+            names.REQUEST_DURATION,
             "Time from request received to response ready, inside the predictor.",
-            [*version, "protocol"],
+            [*version, names.PROTOCOL],
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
         self.batch_size = Histogram(
-            "inference_batch_size",
+            names.BATCH_SIZE,
             "Rows per answered inference request.",
             version,
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
         self.predictions = Counter(
-            "inference_predictions_total",
+            names.PREDICTIONS,
             "Predicted rows, by predicted class.",
-            [*version, "class_name"],
+            [*version, names.CLASS_NAME],
             registry=registry,
         )
         self.model_info = Gauge(
-            "inference_model_info",
+            names.MODEL_INFO,
             "The loaded model version (value 1), with its registry URI, training run and the "
             "runtime serving it (onnx, sklearn).",
-            [*version, "model_uri", "run_id", "runtime"],
+            [*version, names.MODEL_URI, names.RUN_ID, names.RUNTIME],
             registry=registry,
         )
         self.model_load_seconds = Gauge(
-            "inference_model_load_seconds",
+            names.MODEL_LOAD_SECONDS,
             "Seconds the successful load took: registry lookup, download, load, warm-up.",
             version,
             registry=registry,
@@ -97,21 +90,17 @@ class BoundMetrics:
         self.metrics = metrics
         self.model_name = model_name
         self.model_version = model_version
-        labels = {"model_name": model_name, "model_version": model_version}
+        version = (model_name, model_version)  # label values in declaration order
         # Created up front so every series exists (at 0) from the first scrape on:
         # rate() and the canary analysis then see a version's first request.
         self._requests = {
-            (protocol, outcome): metrics.requests.labels(
-                **labels, protocol=protocol, outcome=outcome
-            )
+            (protocol, outcome): metrics.requests.labels(*version, protocol, outcome)
             for protocol in PROTOCOLS
             for outcome in OUTCOMES
         }
-        self._duration = {p: metrics.duration.labels(**labels, protocol=p) for p in PROTOCOLS}
-        self._batch = metrics.batch_size.labels(**labels)
-        self._by_class = [
-            metrics.predictions.labels(**labels, class_name=name) for name in class_names
-        ]
+        self._duration = {p: metrics.duration.labels(*version, p) for p in PROTOCOLS}
+        self._batch = metrics.batch_size.labels(*version)
+        self._by_class = [metrics.predictions.labels(*version, name) for name in class_names]
 
     def request(self, protocol: str, outcome: str, seconds: float) -> None:
         self._requests[protocol, outcome].inc()
@@ -130,11 +119,9 @@ class BoundMetrics:
     def loaded(
         self, model_uri: str, run_id: str, load_seconds: float, runtime: str = "sklearn"
     ) -> None:
-        labels = {"model_name": self.model_name, "model_version": self.model_version}
-        self.metrics.model_info.labels(
-            **labels, model_uri=model_uri, run_id=run_id, runtime=runtime
-        ).set(1)
-        self.metrics.model_load_seconds.labels(**labels).set(load_seconds)
+        version = (self.model_name, self.model_version)
+        self.metrics.model_info.labels(*version, model_uri, run_id, runtime).set(1)
+        self.metrics.model_load_seconds.labels(*version).set(load_seconds)
 
 
 @functools.cache

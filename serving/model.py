@@ -21,10 +21,11 @@ from typing import Any
 import kserve
 from kserve.metrics import PREDICT_HIST_TIME
 
+from contract.metric_names import NO_VERSION
 from serving import codec
 from serving.errors import InvalidModel, LoadError, ModelNotReady, UnknownModel, quoted
 from serving.loader import LoadedModel, Prediction, load_model_dir
-from serving.metrics import NO_VERSION, BoundMetrics, PredictorMetrics, default_metrics
+from serving.metrics import BoundMetrics, PredictorMetrics, default_metrics
 from serving.registry import FetchedModel, FetchProcess, Prefetch
 from serving.settings import Settings
 

@@ -15,7 +15,6 @@ import gc
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract import mlflow_client
+from contract.uris import ModelRef, parse_model_uri
 from serving.errors import (
-    ConfigError,
     InvalidModel,
     LoadError,
     ModelVersionMissing,
@@ -33,60 +33,6 @@ from serving.errors import (
 )
 
 logger = logging.getLogger(__name__)
-
-SCHEME = "models:/"
-_VERSION = re.compile(r"^[1-9][0-9]*$")
-# MLflow answers these codes for a model, version or alias that does not exist.
-_MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A parsed `models:/` URI: a name and exactly one of version or alias."""
-
-    name: str
-    version: str | None = None
-    alias: str | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"{SCHEME}{self.name}@{self.alias}" if self.alias else self.version_uri(self.version)
-
-    def version_uri(self, version: str | None) -> str:
-        return f"{SCHEME}{self.name}/{version}"
-
-    def describe(self) -> str:
-        what = f"alias @{self.alias}" if self.alias else f"version {self.version}"
-        return f"{what} of registered model '{self.name}'"
-
-
-def is_version_number(ref: str) -> bool:
-    """A registry version: 1, 2, ... (not 0, not a stage, not `latest`)."""
-    return bool(_VERSION.match(ref))
-
-
-def parse_model_uri(uri: str) -> ModelRef:
-    """Parse `models:/NAME/VERSION` or `models:/NAME@ALIAS`; anything else is a `ConfigError`."""
-    expected = "expected models:/NAME/VERSION or models:/NAME@ALIAS"
-    if not uri:
-        raise ConfigError(f"no model: set MODEL_URI (or --model_uri), {expected}")
-    if not uri.startswith(SCHEME):
-        raise ConfigError(f"MODEL_URI {uri!r} is not a registry URI: {expected}")
-    rest = uri[len(SCHEME) :]
-    if "@" in rest:
-        name, _, alias = rest.rpartition("@")
-        if name and alias and "/" not in name and "/" not in alias:
-            return ModelRef(name=name, alias=alias)
-        raise ConfigError(f"MODEL_URI {uri!r}: {expected}")
-    name, _, version = rest.rpartition("/")
-    if not name or "/" in name:
-        raise ConfigError(f"MODEL_URI {uri!r}: {expected}")
-    if not is_version_number(version):
-        raise ConfigError(
-            f"MODEL_URI {uri!r}: {version!r} is not a version number. Registry stages and "
-            f"'latest' are not reproducible; pin a version or use an alias ({expected})"
-        )
-    return ModelRef(name=name, version=version)
 
 
 @dataclass(frozen=True)
@@ -104,17 +50,9 @@ class FetchedModel:
 
 
 def client_environment(timeout_seconds: float) -> dict[str, str]:
-    """MLflow client settings for one load attempt, unless the user set them.
-
-    MLflow's client retries a dead server for minutes by default; the predictor has a
-    retry loop of its own that logs what it waits for, so one attempt must fail fast.
-    """
-    return {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get(
-            "MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout_seconds)))
-        ),
-    }
+    """MLflow client settings for one load attempt, unless the user set them: the
+    loader's retry loop is the retry, so one attempt fails fast (contract/mlflow_client.py)."""
+    return mlflow_client.DEFAULT.for_attempt(timeout_seconds).environment()
 
 
 def fetch(
@@ -144,7 +82,7 @@ def fetch(
             artifact_uri=location, dst_path=str(destination), tracking_uri=tracking_uri
         )
     except MlflowException as e:
-        if e.error_code in _MISSING_CODES:
+        if mlflow_client.is_not_found(e):
             raise ModelVersionMissing(
                 f"{ref.describe()} does not exist in the registry at {tracking_uri} "
                 f"({_short(e.message)})"

@@ -33,10 +33,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contract.metric_names import OK, REST, V1
 from serving import codec
 from serving.codec import binary
 from serving.errors import (
-    OK,
     BodyTooLarge,
     ErrorInfo,
     InvalidRequest,
@@ -48,7 +48,6 @@ from serving.errors import (
 )
 from serving.http_protocol import protocol_class
 from serving.metadata import PLATFORM
-from serving.metrics import REST, V1
 from serving.model import Active, RegistryModel
 
 JSON = "application/json"

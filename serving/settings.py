@@ -12,10 +12,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from contract import uris
+from contract.uris import DEFAULT_MODEL_NAME, ModelRef
 from serving.errors import ConfigError
-from serving.registry import ModelRef, parse_model_uri
 
-DEFAULT_MODEL_NAME = "breast-cancer"
 # KServe's `--event-loop` defaults to uvloop where installed. Measured here, uvloop gave
 # the same throughput as asyncio's loop with a higher p99 at concurrency 8 (19 ms
 # against 13-15 ms), so the predictor's default is asyncio's.
@@ -143,7 +143,11 @@ class Settings:
 
     @property
     def model_ref(self) -> ModelRef:
-        return parse_model_uri(self.model_uri)
+        """The parsed MODEL_URI; a URI the contract refuses is a `ConfigError` (exit 2)."""
+        try:
+            return uris.parse_model_uri(self.model_uri)
+        except uris.InvalidModelUri as e:
+            raise ConfigError(str(e)) from e
 
     @property
     def grpc_receive_limit(self) -> int:

@@ -19,7 +19,8 @@ import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
-from contract import model_format, onnx_format
+from contract import model_format, onnx_format, registry_tags
+from contract.uris import CHALLENGER, CHAMPION
 from training import onnx_export, registry
 from training.candidates import build_candidates
 from training.data import Dataset, load_dataset
@@ -220,7 +221,11 @@ def log_run_settings(data: Dataset, split: Split, settings: TrainingSettings) ->
     import mlflow
 
     mlflow.set_tags(
-        {"data_sha256": data.sha256, "dataset": data.name, "model_name": settings.model_name}
+        {
+            registry_tags.DATA_SHA256: data.sha256,
+            registry_tags.DATASET: data.name,
+            registry_tags.MODEL_NAME: settings.model_name,
+        }
     )
     mlflow.log_params(
         {
@@ -384,11 +389,12 @@ def register(
 
     model_info = _log_model(tested.chosen, data, split, settings.critical_class, onnx_copy)
     evaluation = tested.evaluation
+    gate_status = registry_tags.GATE_PASSED if verdict.passed else registry_tags.GATE_REJECTED
     tags = {
-        "data_sha256": data.sha256,
-        "dataset": data.name,
-        "candidate": tested.chosen.family,
-        "gate_status": "passed" if verdict.passed else "rejected",
+        registry_tags.DATA_SHA256: data.sha256,
+        registry_tags.DATASET: data.name,
+        registry_tags.CANDIDATE: tested.chosen.family,
+        registry_tags.GATE_STATUS: gate_status,
         f"test_{critical.name}": f"{evaluation.critical_recall:.4f}",
         "test_roc_auc": f"{evaluation.roc_auc:.4f}",
         # The runtime the predictor may serve this version with, and why.
@@ -397,16 +403,19 @@ def register(
         "onnx_parity_detail": onnx_copy.record.reason[:5000],
     }
     if not verdict.passed:
-        tags["rejection_reason"] = "; ".join(verdict.reasons)[:5000]
+        reasons = "; ".join(verdict.reasons)
+        tags[registry_tags.REJECTION_REASON] = reasons[: registry_tags.VALUE_LIMIT]
     description = _describe(tested.chosen, evaluation.roc_auc, verdict)
     version = registry.register(
         client, model_info.model_uri, settings.model_name, tags, description
     )
     aliases: list[str] = []
     if verdict.passed:
-        aliases = [registry.CHALLENGER] + ([registry.CHAMPION] if verdict.champion is None else [])
+        aliases = [CHALLENGER] + ([CHAMPION] if verdict.champion is None else [])
         registry.set_aliases(client, version, aliases)
-    mlflow.set_tags({"gate_status": tags["gate_status"], "registered_version": version.version})
+    mlflow.set_tags(
+        {registry_tags.GATE_STATUS: gate_status, registry_tags.REGISTERED_VERSION: version.version}
+    )
     return version, aliases
 
 

@@ -4,7 +4,6 @@ tag it and move aliases. Aliases only: registry stages are deprecated."""
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -12,20 +11,17 @@ from typing import Any
 
 import requests
 
+from contract import mlflow_client, uris
+from contract.uris import CHAMPION
 from training.errors import RegistryUnavailable
 
 logger = logging.getLogger(__name__)
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 
 
 def limit_client_retries() -> None:
     """MLflow's client retries a dead server for minutes by default; the Job has its own
     deadline, so keep the client's patience short unless the user set it."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    mlflow_client.DEFAULT.apply()
 
 
 def wait_for_registry(tracking_uri: str, timeout: float) -> None:
@@ -67,7 +63,7 @@ class RegisteredVersion:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
+        return uris.version_uri(self.name, self.version)
 
 
 def current_champion(client: Any, model_name: str) -> RegisteredVersion | None:
@@ -76,7 +72,7 @@ def current_champion(client: Any, model_name: str) -> RegisteredVersion | None:
     try:
         version = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException as e:
-        if e.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+        if mlflow_client.is_not_found(e):
             return None
         raise
     return RegisteredVersion(model_name, str(version.version))

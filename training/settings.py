@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from contract.flags import FlagParser
 from contract.onnx_format import DEFAULT_TOLERANCE
+from contract.uris import DEFAULT_MODEL_NAME
 from training.errors import ConfigError
 
 CANDIDATE_FAMILIES = ("logreg", "random_forest", "hist_gradient_boosting")
@@ -19,7 +20,7 @@ CANDIDATE_FAMILIES = ("logreg", "random_forest", "hist_gradient_boosting")
 class TrainingSettings:
     tracking_uri: str = "http://127.0.0.1:5000"
     """MLflow tracking server (`MLFLOW_TRACKING_URI`)."""
-    model_name: str = "breast-cancer"
+    model_name: str = DEFAULT_MODEL_NAME
     """Registered model name; also the served V2 model name."""
     experiment: str = ""
     """MLflow experiment the runs are logged under; empty means the model name."""

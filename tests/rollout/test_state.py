@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 
 from rollout import isvc
-from rollout.errors import ConfigError, RefusedError
-from rollout.registry import parse_model_uri
+from rollout.errors import RefusedError
 from rollout.state import (
     RolloutState,
     check_can_promote,
@@ -138,14 +137,3 @@ def test_rollback_refuses_when_stable_serves_alone() -> None:
     for current in (state("3", None), state("3", 0)):
         with pytest.raises(RefusedError, match="no canary to roll back"):
             check_can_roll_back(current)
-
-
-def test_model_uris() -> None:
-    assert parse_model_uri("models:/breast-cancer/12").version == "12"
-    assert parse_model_uri("models:/breast-cancer@champion").alias == "champion"
-    # The predictor's reading: dotted aliases serve, version 0 does not exist.
-    assert parse_model_uri("models:/breast-cancer@v1.2").alias == "v1.2"
-    with pytest.raises(ConfigError, match="is not a registry URI"):
-        parse_model_uri("s3://bucket/model")
-    with pytest.raises(ConfigError, match="'0' is not a version number"):
-        parse_model_uri("models:/breast-cancer/0")

@@ -7,41 +7,14 @@ import argparse
 import pytest
 
 from serving.errors import ConfigError
-from serving.registry import ModelRef, parse_model_uri
 from serving.settings import Settings, add_arguments, settings_from_args
 
 
-@pytest.mark.parametrize(
-    ("uri", "expected"),
-    [
-        ("models:/breast-cancer/7", ModelRef("breast-cancer", version="7")),
-        ("models:/breast-cancer@champion", ModelRef("breast-cancer", alias="champion")),
-        ("models:/iris@challenger", ModelRef("iris", alias="challenger")),
-    ],
-)
-def test_registry_uris_parse_into_name_and_version_or_alias(uri: str, expected: ModelRef) -> None:
-    ref = parse_model_uri(uri)
+def test_a_uri_the_contract_refuses_is_a_configuration_error() -> None:
+    settings = parse([], {"MODEL_URI": "models:/breast-cancer/latest"})
 
-    assert ref == expected
-    assert ref.uri == uri
-
-
-@pytest.mark.parametrize(
-    ("uri", "expected"),
-    [
-        ("", "set MODEL_URI"),
-        ("runs:/abc/model", "is not a registry URI"),
-        ("models:/breast-cancer", "expected models:/NAME/VERSION or models:/NAME@ALIAS"),
-        ("models:/breast-cancer/Production", "stages and 'latest' are not reproducible"),
-        ("models:/breast-cancer/latest", "pin a version or use an alias"),
-        ("models:/breast-cancer/0", "is not a version number"),
-        ("models:/breast-cancer@", "expected models:/NAME/VERSION"),
-        ("models:/a/b/3", "expected models:/NAME/VERSION"),
-    ],
-)
-def test_other_uris_are_configuration_errors(uri: str, expected: str) -> None:
-    with pytest.raises(ConfigError, match=expected):
-        parse_model_uri(uri)
+    with pytest.raises(ConfigError, match="pin a version or use an alias"):
+        _ = settings.model_ref
 
 
 def parse(argv: list[str], env: dict[str, str]) -> Settings:

@@ -1,0 +1,68 @@
+"""The predictor's metric and label names, and the series the chart records from them
+(docs/design.md, "Metrics").
+
+The predictor registers these names (serving/metrics.py), the rollout's PromQL queries
+them (rollout/queries.py), and the chart's PrometheusRule and Grafana dashboard, which
+cannot import Python, are checked against them by tests/contract: a rename here fails
+that test until every reader follows.
+"""
+
+from __future__ import annotations
+
+# --- labels: every series carries the first two, so stable and canary separate -----------
+MODEL_NAME = "model_name"
+MODEL_VERSION = "model_version"
+VERSION_LABELS = (MODEL_NAME, MODEL_VERSION)
+PROTOCOL = "protocol"
+OUTCOME = "outcome"
+CLASS_NAME = "class_name"
+MODEL_URI = "model_uri"
+RUN_ID = "run_id"
+RUNTIME = "runtime"
+"""What serves a loaded version: `onnx` (ONNX Runtime) or `sklearn`."""
+
+# --- label values -------------------------------------------------------------------------
+OK = "ok"
+INVALID = "invalid"
+"""The client's fault (a 4xx): never counts against a canary."""
+ERROR = "error"
+OUTCOMES = (OK, INVALID, ERROR)
+REST = "rest"
+GRPC = "grpc"
+V1 = "v1"
+PROTOCOLS = (REST, GRPC, V1)
+NO_VERSION = "none"
+"""`model_version` of requests answered before any model is loaded."""
+
+# --- the predictor's metric families ------------------------------------------------------
+REQUESTS = "inference_requests_total"
+"""Counter: model_name, model_version, protocol, outcome."""
+REQUEST_DURATION = "inference_request_duration_seconds"
+"""Histogram: model_name, model_version, protocol."""
+BATCH_SIZE = "inference_batch_size"
+"""Histogram: model_name, model_version."""
+PREDICTIONS = "inference_predictions_total"
+"""Counter: model_name, model_version, class_name."""
+MODEL_INFO = "inference_model_info"
+"""Gauge = 1: model_name, model_version, model_uri, run_id, runtime."""
+MODEL_LOAD_SECONDS = "inference_model_load_seconds"
+"""Gauge: model_name, model_version."""
+
+HISTOGRAMS = (REQUEST_DURATION, BATCH_SIZE)
+FAMILIES = (REQUESTS, REQUEST_DURATION, BATCH_SIZE, PREDICTIONS, MODEL_INFO, MODEL_LOAD_SECONDS)
+
+# --- recorded by the chart's PrometheusRule, per model version ----------------------------
+RECORDED_REQUESTS_RATE = "model_version:inference_requests:rate5m"
+RECORDED_ERROR_RATIO = "model_version:inference_error_ratio:rate5m"
+RECORDED_P99 = "model_version:inference_request_duration_seconds:p99_5m"
+RECORDED = (RECORDED_REQUESTS_RATE, RECORDED_ERROR_RATIO, RECORDED_P99)
+
+
+def series_names() -> frozenset[str]:
+    """Every series name a query may select that this project defines: the families, a
+    histogram's `_bucket`, `_sum` and `_count`, and the recorded series."""
+    histogram_parts = {f"{name}{suffix}" for name in HISTOGRAMS for suffix in _HISTOGRAM_SUFFIXES}
+    return frozenset({*FAMILIES, *histogram_parts, *RECORDED})
+
+
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
