@@ -40,7 +40,7 @@ from typing import Any
 import requests
 
 from contract.uris import version_uri
-from tests.support import (
+from demo.services import (
     PYTHON,
     REPO_ROOT,
     Process,

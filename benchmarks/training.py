@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support import PYTHON, REPO_ROOT, last_json, running_mlflow
+from demo.services import PYTHON, REPO_ROOT, last_json, running_mlflow
 
 RUNS = (
     ("smoke", ["--smoke"], 20.0),

@@ -58,6 +58,42 @@ RECORDED_P99 = "model_version:inference_request_duration_seconds:p99_5m"
 RECORDED = (RECORDED_REQUESTS_RATE, RECORDED_ERROR_RATIO, RECORDED_P99)
 
 
+# --- series others export, which the chart's rules and dashboard may read -----------------
+EXTERNAL: dict[str, str] = {
+    "up": "Prometheus: 1 per target it scraped",
+    # KServe's own per-request histograms (kserve/metrics.py), which the predictor keeps.
+    "request_preprocess_seconds": "KServe",
+    "request_predict_seconds": "KServe",
+    "request_postprocess_seconds": "KServe",
+    "request_explain_seconds": "KServe",
+    # `mlflow server --expose-prometheus` (prometheus-flask-exporter, prefix `mlflow_`).
+    "mlflow_http_request_total": "MLflow server",
+    "mlflow_http_request_duration_seconds": "MLflow server",
+    "mlflow_http_request_exceptions_total": "MLflow server",
+    # kube-state-metrics and the kubelet's cAdvisor, as kube-prometheus-stack scrapes them.
+    "kube_pod_info": "kube-state-metrics",
+    "kube_pod_status_ready": "kube-state-metrics",
+    "kube_pod_container_status_restarts_total": "kube-state-metrics",
+    "kube_deployment_status_replicas_available": "kube-state-metrics",
+    "container_cpu_usage_seconds_total": "cAdvisor",
+    "container_memory_working_set_bytes": "cAdvisor",
+}
+"""Not the project's: listed so a check can tell a typo from another exporter's name."""
+_EXTERNAL_HISTOGRAMS = (
+    "request_preprocess_seconds",
+    "request_predict_seconds",
+    "request_postprocess_seconds",
+    "request_explain_seconds",
+    "mlflow_http_request_duration_seconds",
+)
+
+
+def external_series_names() -> frozenset[str]:
+    """`EXTERNAL`'s names, with the histograms' `_bucket`, `_sum` and `_count`."""
+    parts = {f"{n}{suffix}" for n in _EXTERNAL_HISTOGRAMS for suffix in _HISTOGRAM_SUFFIXES}
+    return frozenset({*EXTERNAL, *parts})
+
+
 def series_names() -> frozenset[str]:
     """Every series name a query may select that this project defines: the families, a
     histogram's `_bucket`, `_sum` and `_count`, and the recorded series."""

@@ -20,7 +20,7 @@ import requests
 
 from contract import metric_names, uris
 from contract.uris import CHALLENGER, CHAMPION
-from demo import registry
+from demo import registry, services
 from demo.processes import DemoError, PortBusy, Record, Service, Supervisor, log_tail
 from demo.settings import REPO_ROOT, STATE_ENTRIES, DemoSettings
 
@@ -138,21 +138,12 @@ class Demo:
         s = self.s
         root = s.mlflow_dir.resolve()
         root.mkdir(parents=True, exist_ok=True)
-        argv = (
-            str(s.bin_dir / "mlflow"), "server",
-            "--host", "127.0.0.1", "--port", str(s.mlflow_port),
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"),
-            "--workers", "1",
-        )  # fmt: skip
         return Service(
             name="mlflow",
-            argv=argv,
+            argv=tuple(services.mlflow_server_args(root, s.mlflow_port, bin_dir=s.bin_dir)),
             ports=(s.mlflow_port,),
             ready_url=f"{s.mlflow_url}/health",
-            # MLflow 3's server also starts a job runner (GenAI features) with a handful of
-            # worker processes; the demo does not use it, and a small machine notices them.
-            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env=dict(services.MLFLOW_SERVER_ENV),
         )
 
     def _predictor(self, name: str, uri: str, port: int, grpc_port: int) -> Service:

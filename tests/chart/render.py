@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -161,3 +162,65 @@ def write_rule_groups(groups: list[dict[str, Any]], folder: Path) -> Path:
     path = folder / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     return path
+
+
+def rule_expressions(rendered: Rendered) -> dict[str, str]:
+    """Every expression of the PrometheusRule, by alert or recorded series name."""
+    rule = rendered.one("PrometheusRule")
+    return {
+        r.get("alert") or r["record"]: r["expr"]
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+    }
+
+
+def dashboard(rendered: Rendered) -> dict[str, Any]:
+    """The Grafana dashboard the chart ships in its ConfigMap, parsed."""
+    config_map = rendered.one("ConfigMap", "-dashboard")
+    loaded: dict[str, Any] = json.loads(next(iter(config_map["data"].values())))
+    return loaded
+
+
+def substitute(expr: str, variables: Mapping[str, str]) -> str:
+    """`expr` with Grafana's variables replaced (pass them longest first, so `$model_name`
+    is never cut by a shorter name)."""
+    for variable, value in variables.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    expr: str
+    unit: str
+    """The panel's unit: `percentunit` promises values in [0, 1]."""
+
+
+def panel_queries(rendered: Rendered, variables: Mapping[str, str]) -> dict[str, PanelQuery]:
+    """Every panel target, `<title> / <refId>`, with Grafana's variables filled in."""
+    return {
+        f"{panel['title']} / {target['refId']}": PanelQuery(
+            substitute(target["expr"], variables), panel["fieldConfig"]["defaults"]["unit"]
+        )
+        for panel in dashboard(rendered)["panels"]
+        for target in panel.get("targets", [])  # rows hold no queries
+    }
+
+
+def dashboard_expressions(rendered: Rendered, variables: Mapping[str, str]) -> dict[str, str]:
+    """Every panel's and every query variable's PromQL, with Grafana's variables filled in."""
+    found = {name: panel.expr for name, panel in panel_queries(rendered, variables).items()}
+    for variable in dashboard(rendered)["templating"]["list"]:
+        if variable["type"] == "query":
+            expr = substitute(variable["query"]["query"], variables)
+            # label_values(metric, label) is Grafana's; Prometheus answers the metric part.
+            found[f"variable {variable['name']}"] = expr.split("(", 1)[1].rsplit(",", 1)[0]
+    return found
+
+
+def annotation_expressions(rendered: Rendered, variables: Mapping[str, str]) -> dict[str, str]:
+    return {
+        annotation["name"]: substitute(annotation["expr"], variables)
+        for annotation in dashboard(rendered)["annotations"]["list"]
+        if "expr" in annotation
+    }

@@ -3,7 +3,6 @@ scraping a real predictor that serves a model from a real MLflow registry."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import time
@@ -14,7 +13,17 @@ from typing import Any
 import pytest
 import requests
 
-from tests.chart.render import NAMESPACE, Rendered, write_rules
+from contract import metric_names as names
+from tests.chart.render import (
+    NAMESPACE,
+    Rendered,
+    annotation_expressions,
+    dashboard,
+    dashboard_expressions,
+    panel_queries,
+    rule_expressions,
+    write_rules,
+)
 from tests.support import (
     PYTHON,
     REPO_ROOT,
@@ -99,12 +108,6 @@ def grafana_variables(rendered: Rendered) -> dict[str, str]:
     return dict(sorted(values.items(), key=lambda item: -len(item[0])))
 
 
-def substitute(expr: str, variables: dict[str, str]) -> str:
-    for variable, value in variables.items():
-        expr = expr.replace(variable, value)
-    return expr
-
-
 @pytest.fixture(scope="module")
 def prometheus(
     registry: MlflowServer,
@@ -183,66 +186,12 @@ def send_traffic(
         time.sleep(0.02)
 
 
-def rule_expressions(rendered: Rendered) -> dict[str, str]:
-    rule = rendered.one("PrometheusRule")
-    return {
-        r.get("alert") or r["record"]: r["expr"]
-        for group in rule["spec"]["groups"]
-        for r in group["rules"]
-    }
-
-
-def dashboard(rendered: Rendered) -> dict[str, Any]:
-    config_map = rendered.one("ConfigMap", "-dashboard")
-    loaded: dict[str, Any] = json.loads(next(iter(config_map["data"].values())))
-    return loaded
-
-
-@dataclass(frozen=True)
-class PanelQuery:
-    expr: str
-    unit: str
-    """The panel's unit: `percentunit` promises values in [0, 1]."""
-
-
-def panel_queries(rendered: Rendered) -> dict[str, PanelQuery]:
-    """Every panel target, `<title> / <refId>`, with Grafana's variables filled in."""
-    variables = grafana_variables(rendered)
-    return {
-        f"{panel['title']} / {target['refId']}": PanelQuery(
-            substitute(target["expr"], variables), panel["fieldConfig"]["defaults"]["unit"]
-        )
-        for panel in dashboard(rendered)["panels"]
-        for target in panel.get("targets", [])  # rows hold no queries
-    }
-
-
-def dashboard_expressions(rendered: Rendered) -> dict[str, str]:
-    variables = grafana_variables(rendered)
-    found = {name: panel.expr for name, panel in panel_queries(rendered).items()}
-    for variable in dashboard(rendered)["templating"]["list"]:
-        if variable["type"] == "query":
-            expr = substitute(variable["query"]["query"], variables)
-            # label_values(metric, label) is Grafana's; Prometheus answers the metric part.
-            found[f"variable {variable['name']}"] = expr.split("(", 1)[1].rsplit(",", 1)[0]
-    return found
-
-
-def annotation_expressions(rendered: Rendered) -> dict[str, str]:
-    variables = grafana_variables(rendered)
-    return {
-        annotation["name"]: substitute(annotation["expr"], variables)
-        for annotation in dashboard(rendered)["annotations"]["list"]
-        if "expr" in annotation
-    }
-
-
 @pytest.fixture(scope="module")
 def scraped(predictor: Predictor, registry: MlflowServer, prometheus: str) -> str:
     # The first scrape must come before the traffic, or every sample is the same count.
     wait_until(lambda: len(query(prometheus, "up == 1")) == 2, 30, "a first scrape", interval=0.5)
     send_traffic(predictor, registry)
-    increase = f'increase(inference_requests_total{{model_name="{MODEL}"}}[1m]) > 0'
+    increase = f'increase({names.REQUESTS}{{{names.MODEL_NAME}="{MODEL}"}}[1m]) > 0'
     wait_until(lambda: bool(query(prometheus, increase)), 30, "the traffic in Prometheus", 0.5)
     return prometheus
 
@@ -256,19 +205,19 @@ def test_every_rule_expression_evaluates_on_real_scrapes(
         query(scraped, expr)  # asserts success; an empty result is fine for a quiet alert
     # The recording rules see the predictor's traffic, split by version and outcome.
     wait_until(
-        lambda: bool(query(scraped, "model_version:inference_requests:rate5m")),
+        lambda: bool(query(scraped, names.RECORDED_REQUESTS_RATE)),
         30,
         "the recording rules to evaluate",
         interval=0.5,
     )
     outcomes = {
         sample["metric"]["outcome"]
-        for sample in query(scraped, "model_version:inference_requests:rate5m > 0")
+        for sample in query(scraped, f"{names.RECORDED_REQUESTS_RATE} > 0")
     }
     assert {"ok", "invalid"} <= outcomes
-    ratio = query(scraped, "model_version:inference_error_ratio:rate5m")
+    ratio = query(scraped, names.RECORDED_ERROR_RATIO)
     assert [float(s["value"][1]) for s in ratio] == [0.0], "invalid requests are no errors"
-    p99 = query(scraped, "model_version:inference_request_duration_seconds:p99_5m")
+    p99 = query(scraped, names.RECORDED_P99)
     assert p99 and all(0 < float(s["value"][1]) < 5 for s in p99)
 
 
@@ -281,11 +230,11 @@ def test_a_healthy_predictor_raises_no_alert(scraped: str, default_render: Rende
 def test_every_dashboard_expression_evaluates_and_shows_the_traffic(
     scraped: str, default_render: Rendered
 ) -> None:
-    expressions = dashboard_expressions(default_render)
+    expressions = dashboard_expressions(default_render, grafana_variables(default_render))
     assert len(expressions) >= 25
     # The recording rules the stat row reads need a first evaluation with the traffic.
     wait_until(
-        lambda: bool(query(scraped, "model_version:inference_request_duration_seconds:p99_5m")),
+        lambda: bool(query(scraped, names.RECORDED_P99)),
         30,
         "the recording rules to evaluate",
         interval=0.5,
@@ -314,11 +263,13 @@ def test_every_ratio_panel_yields_values_between_0_and_1(
 ) -> None:
     """A `percentunit` panel shows 1.0 as 100 %: a raw rate there reads as thousands of %."""
     ratios = {
-        n: p.expr for n, p in panel_queries(default_render).items() if p.unit == "percentunit"
+        n: p.expr
+        for n, p in panel_queries(default_render, grafana_variables(default_render)).items()
+        if p.unit == "percentunit"
     }
     assert len(ratios) >= 6, sorted(ratios)
     wait_until(
-        lambda: bool(query(scraped, "model_version:inference_requests:rate5m")),
+        lambda: bool(query(scraped, names.RECORDED_REQUESTS_RATE)),
         30,
         "the recording rules to evaluate",
         interval=0.5,
@@ -335,7 +286,8 @@ def test_every_ratio_panel_yields_values_between_0_and_1(
 def test_the_class_mix_gives_each_version_shares_that_add_up_to_one(
     scraped: str, default_render: Rendered
 ) -> None:
-    expr = panel_queries(default_render)["Predicted-class mix by model version / A"].expr
+    queries = panel_queries(default_render, grafana_variables(default_render))
+    expr = queries["Predicted-class mix by model version / A"].expr
     shares: dict[str, dict[str, float]] = {}
     for sample in query(scraped, expr):
         labels = sample["metric"]
@@ -355,7 +307,7 @@ def test_the_class_mix_gives_each_version_shares_that_add_up_to_one(
 def test_the_rollout_annotations_mark_the_version_s_start_and_stay_quiet_after(
     scraped: str, default_render: Rendered
 ) -> None:
-    annotations = annotation_expressions(default_render)
+    annotations = annotation_expressions(default_render, grafana_variables(default_render))
     assert set(annotations) == {"Version starts serving", "Version stops serving", "Alerts firing"}
     # Seconds after the first scrape that saw the model, v1 has just started serving ...
     started_at = min(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
-from pathlib import Path
 
 from tests.support import REPO_ROOT
 
@@ -139,7 +138,3 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if node not in state:
             visit(node)
     return found
-
-
-def _relative(path: Path) -> str:
-    return str(path.relative_to(REPO_ROOT))
