@@ -61,6 +61,11 @@ RECORDED = (RECORDED_REQUESTS_RATE, RECORDED_ERROR_RATIO, RECORDED_P99)
 # --- series others export, which the chart's rules and dashboard may read -----------------
 EXTERNAL: dict[str, str] = {
     "up": "Prometheus: 1 per target it scraped",
+    "ALERTS": "Prometheus: one series per pending or firing alert",
+    # prometheus-client's process collector, on the predictor's own /metrics.
+    "process_cpu_seconds_total": "prometheus-client",
+    "process_resident_memory_bytes": "prometheus-client",
+    "process_start_time_seconds": "prometheus-client",
     # KServe's own per-request histograms (kserve/metrics.py), which the predictor keeps.
     "request_preprocess_seconds": "KServe",
     "request_predict_seconds": "KServe",
