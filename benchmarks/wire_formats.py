@@ -35,7 +35,7 @@ from benchmarks.serving import (
     run_wrk,
     wait_ready,
 )
-from tests.support import PYTHON, free_port, running_mlflow, start_process
+from demo.services import PYTHON, free_port, running_mlflow, start_process
 
 FORMATS = ("json", "binary")
 _TICKS = os.sysconf("SC_CLK_TCK")
