@@ -25,29 +25,48 @@ class ServerCommand:
     """Names the chart reads from Secrets; the caller must supply them."""
 
 
-def mlflow_container(rendered: Rendered) -> dict[str, Any]:
+def mlflow_container(rendered: Rendered, name: str = "mlflow") -> dict[str, Any]:
+    """A container of MLflow's pod: the server (`mlflow`) or its metrics sidecar."""
     deployment = rendered.one("Deployment", "-mlflow")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    return container
+    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+                   if c["name"] == name]  # fmt: skip
+    found: dict[str, Any] = container
+    return found
+
+
+AUTH_CONFIG = "/etc/mlflow-auth"
 
 
 def local_mlflow_command(
     rendered: Rendered, *, data_dir: Path, tmp_dir: Path, port: int
 ) -> ServerCommand:
+    """With `mlflow.auth` on, the auth ConfigMap is written to `tmp_dir/../auth-config`
+    (its paths made local too) as the volume would mount it."""
     container = mlflow_container(rendered)
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert set(mounts) == {"/mlflow", "/tmp"}, f"unexpected mounts {mounts}"
-
-    folders = {"/mlflow/": f"{data_dir}/", "/tmp/": f"{tmp_dir}/"}
+    assert set(mounts) - {AUTH_CONFIG} == {"/mlflow", "/tmp"}, f"unexpected mounts {mounts}"
+    config_dir = tmp_dir.parent / "auth-config"
+    folders = {
+        "/mlflow/": f"{data_dir}/",
+        "/tmp/": f"{tmp_dir}/",
+        f"{AUTH_CONFIG}/": f"{config_dir}/",
+    }
 
     def local(value: str) -> str:
         # Absolute paths only (`s3://mlflow/...` is a bucket), in one pass so a local
         # folder under /tmp is not rewritten a second time.
         return re.sub(
-            r"(^|=|sqlite:///)(/mlflow/|/tmp/)",
+            r"(^|=|sqlite:///)(/mlflow/|/tmp/|/etc/mlflow-auth/)",
             lambda m: m.group(1) + folders[m.group(2)],
             value,
         )
+
+    if AUTH_CONFIG in mounts:
+        config_dir.mkdir(exist_ok=True)
+        for file_name, text in rendered.one("ConfigMap", "-auth")["data"].items():
+            lines = [local(line.replace(" = ", "=", 1)).replace("=", " = ", 1) if " = " in line
+                     else line for line in text.splitlines()]  # fmt: skip
+            (config_dir / file_name).write_text("\n".join(lines) + "\n")
 
     def on_this_machine(arg: str) -> str:
         if arg.startswith("--host="):

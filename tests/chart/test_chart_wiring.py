@@ -144,8 +144,11 @@ def test_predictor_pods_carry_the_labels_the_network_policy_admits(
     predictor_labels = predictor_of(default_render)["labels"]
     training_labels = default_render.one("Job")["spec"]["template"]["metadata"]["labels"]
     test_labels = default_render.one("Pod")["metadata"]["labels"]
-    for labels in (predictor_labels, training_labels, test_labels):
+    for labels in (predictor_labels, training_labels):
         assert any(matches(peer, labels) for peer in peers), labels
+    # The `helm test` pod talks to the predictor only: it does not reach MLflow.
+    assert not any(matches(peer, test_labels) for peer in peers), test_labels
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
     # KServe's own label on predictor pods is admitted too, and nothing else is.
     assert any(matches(p, {"serving.kserve.io/inferenceservice": "breast-cancer"}) for p in peers)
     assert not any(matches(p, {"app.kubernetes.io/name": "other"}) for p in peers)
@@ -160,6 +163,8 @@ def test_prometheus_may_scrape_mlflow_only_when_it_is_there(
     assert rules[1]["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
+    # The metrics sidecar's port only: Prometheus never reaches MLflow's API.
+    assert rules[1]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
     assert len(rendered_scenarios["monitoring-off"].one("NetworkPolicy")["spec"]["ingress"]) == 1
 
 
@@ -293,8 +298,11 @@ def test_pod_monitors_scrape_the_predictor_and_mlflow(default_render: Rendered) 
     mlflow_monitor = default_render.one("PodMonitor", "-mlflow")
     pod = default_render.one("Deployment", "-mlflow")["spec"]["template"]
     assert matches(mlflow_monitor["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"])
-    port_names = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
-    assert mlflow_monitor["spec"]["podMetricsEndpoints"][0]["port"] in port_names
+    ports = {p["name"]: c["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
+    # The metrics sidecar's port, not MLflow's API port.
+    [endpoint] = mlflow_monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    assert ports["metrics"] == "metrics" and ports["http"] == "mlflow"
 
 
 def test_alert_rules_select_the_predictor_pod_monitor_job(default_render: Rendered) -> None:
@@ -427,3 +435,68 @@ def test_notes_follow_the_values(rendered_scenarios: dict[str, Rendered]) -> Non
     assert "Monitoring:" not in rendered_scenarios["monitoring-off"].notes
     upgrade_notes = render({}, is_install=False, is_upgrade=True).notes
     assert "job/mlops-train" not in upgrade_notes
+
+
+def test_the_predictor_network_policy_admits_knative_s_data_path_and_prometheus_only(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    assert [
+        p["metadata"]["name"] for p in rendered_scenarios["default"].of_kind("NetworkPolicy")
+    ] == ["mlops-mlflow"], "the predictor's policy is an option, off by default"
+    rendered = rendered_scenarios["hardened"]
+    policy = rendered.one("NetworkPolicy", "-predictor")
+    # KServe's label on the predictor pods (of every revision).
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "serving.kserve.io/inferenceservice": "breast-cancer"
+    }
+    serving, metrics = policy["spec"]["ingress"]
+    assert [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for peer in serving["from"]] == ["knative-serving", "kourier-system"]  # fmt: skip
+    # The queue-proxy's ports (Knative pkg/networking), never the predictor's own 8080.
+    assert sorted(p["port"] for p in serving["ports"]) == [8012, 8013, 8022, 9090]
+    assert metrics["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    monitor = rendered.one("PodMonitor", "-predictor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["portNumber"] == 8080
+
+
+def test_with_mlflow_auth_every_client_logs_in_and_only_from_secrets(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    rendered = rendered_scenarios["hardened"]
+    mlflow = rendered.one("Deployment", "-mlflow")["spec"]["template"]["spec"]
+    server = next(c for c in mlflow["containers"] if c["name"] == "mlflow")
+    assert "--app-name=basic-auth" in server["args"]
+
+    def secret_env(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+        return {
+            e["name"]: (
+                e["valueFrom"]["secretKeyRef"]["name"],
+                e["valueFrom"]["secretKeyRef"]["key"],
+            )
+            for e in container["env"]
+            if "valueFrom" in e
+        }
+
+    assert secret_env(server) == {
+        "MLFLOW_AUTH_ADMIN_USERNAME": ("mlflow-admin", "username"),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": ("mlflow-admin", "password"),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": ("mlflow-admin", "flask-secret-key"),
+    }
+    [training] = rendered.one("Job")["spec"]["template"]["spec"]["containers"]
+    assert secret_env(training) == {
+        "MLFLOW_TRACKING_USERNAME": ("mlflow-admin", "username"),
+        "MLFLOW_TRACKING_PASSWORD": ("mlflow-admin", "password"),
+    }
+    # The predictor reads the registry as the reader, never as the admin.
+    assert secret_env(predictor_of(rendered)["containers"][0]) == {
+        "MLFLOW_TRACKING_USERNAME": ("mlflow-reader", "username"),
+        "MLFLOW_TRACKING_PASSWORD": ("mlflow-reader", "password"),
+    }
+    ini = rendered.one("ConfigMap", "-auth")["data"]["basic_auth.ini"]
+    assert "database_uri = sqlite:////mlflow/basic_auth.db" in ini
+    assert "default_permission = READ" in ini
+    with pytest.raises(helm.HelmError, match="existingSecret is required"):
+        render({"mlflow": {"auth": {"enabled": True}}})

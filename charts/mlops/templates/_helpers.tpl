@@ -244,4 +244,21 @@ as `OLD -> newKey`, for NOTES.txt.
 {{- end }}
 {{- end }}
 {{- join ", " $found }}
+`<prefix>_USERNAME` and `<prefix>_PASSWORD` from a Secret of MLflow's basic-auth users.
+Call with (dict "prefix" "MLFLOW_TRACKING" "secret" NAME "auth" .Values.mlflow.auth).
+*/}}
+{{- define "mlops.mlflow.credentialsEnv" -}}
+{{- if not .secret }}
+{{- fail "mlflow.auth.existingSecret is required with mlflow.auth.enabled: credentials are read from a Secret, never from values" }}
+{{- end }}
+- name: {{ .prefix }}_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .auth.usernameKey }}
+- name: {{ .prefix }}_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .auth.passwordKey }}
 {{- end }}
