@@ -345,9 +345,12 @@ smoke: ## One V2 request to the InferenceService through Kourier (a port-forward
 kind-down: ## Delete the kind cluster and everything in it.
 	$(KIND) delete cluster --name $(CLUSTER_NAME)
 
+.PHONY: container-check
+container-check: venv ## Build the image with podman (local Debian stand-in base) and run the chart's workloads as containers from their rendered pod specs (CI).
+	IMAGE=$(IMAGE_REPO):$(IMAGE_TAG) PYTHON=$(PY) scripts/container-check.sh
+
 .PHONY: image-check
-image-check: venv ## Build the image with podman against a local Debian stand-in and run its entry points (CI).
-	IMAGE=$(IMAGE_REPO):$(IMAGE_TAG) PYTHON=$(PY) scripts/image-check.sh
+image-check: container-check ## Former name of container-check.
 
 .PHONY: test-e2e
 test-e2e: venv ## The e2e tier on the kind cluster: kind-up, images, deploy, V2, canary, promote, rollback.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make the local stand-in for the Dockerfile's base image, for `make image-check` only.
+# Make the local stand-in for the Dockerfile's base image, for `make container-check` only.
 #
 # Nothing can be pulled on the CI machine, so the Dockerfile's FROM image is replaced by
 # a Debian bookworm root made with debootstrap and imported into podman under the very

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.chart
 MAKEFILE = (REPO_ROOT / "Makefile").read_text()
 SCRIPTS = sorted((REPO_ROOT / "scripts").glob("*.sh"))
 PROMETHEUS_VALUES = REPO_ROOT / "scripts" / "kind" / "kube-prometheus-stack-values.yaml"
-KIND_TARGETS = ["kind-up", "images", "deploy", "train", "smoke", "kind-down", "image-check"]
+KIND_TARGETS = ["kind-up", "images", "deploy", "train", "smoke", "kind-down", "container-check"]
 
 
 def make_setting(name: str) -> str:
