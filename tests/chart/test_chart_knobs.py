@@ -56,7 +56,7 @@ def test_every_workload_takes_extra_env_and_volumes_after_the_chart_s_own(
     for workload, (_, spec) in pod_specs(platform).items():
         if workload == "tests":
             continue
-        [container] = spec["containers"]
+        container = spec["containers"][0]  # the workload's own (MLflow's: the server)
         assert container["env"][-1] == {
             "name": "HTTPS_PROXY",
             "value": "http://proxy.example.com:3128",
@@ -150,7 +150,10 @@ def isvc_references(rendered: Rendered) -> dict[str, str]:
     """Every place that names the InferenceService, by where."""
     isvc = rendered.one("InferenceService")["metadata"]["name"]
     monitor = rendered.one("PodMonitor", "-predictor")["spec"]["selector"]["matchLabels"]
-    policy = rendered.one("NetworkPolicy", "-mlflow")["spec"]["ingress"][0]["from"][1]
+    peers = rendered.one("NetworkPolicy", "-mlflow")["spec"]["ingress"][0]["from"]
+    [policy] = [
+        p for p in peers if "serving.kserve.io/inferenceservice" in p["podSelector"]["matchLabels"]
+    ]
     test_env = {
         e["name"]: e["value"]
         for e in rendered.one("Pod", "-test-v2")["spec"]["containers"][0]["env"]

@@ -197,16 +197,28 @@ def _mount_args(
     return args
 
 
-def _env_args(container: Mapping[str, Any], supplied: Mapping[str, str]) -> list[str]:
-    args: list[str] = []
+def _environment(container: Mapping[str, Any], supplied: Mapping[str, str]) -> dict[str, str]:
+    env: dict[str, str] = {}
     for variable in container.get("env") or []:
         key = variable["name"]
         if key in supplied:
             continue
         if "value" not in variable:
             raise UnsupportedSpec(f"env {key} comes from {sorted(variable)}: pass it in env=")
-        args += ["-e", f"{key}={variable['value']}"]
-    return args + [item for key, value in supplied.items() for item in ("-e", f"{key}={value}")]
+        env[key] = str(variable["value"])
+    return {**env, **supplied}
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """A kubelet's `$(VAR)` references in command and args: replaced when VAR is defined,
+    kept as written otherwise; `$$` is a literal `$`."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", replace, text)
 
 
 def pod_run(
@@ -228,7 +240,8 @@ def pod_run(
         args = ["--name", run.container_name(container["name"]), "--pod", name]
         args += _security_args(pod_spec, container)
         args += _mount_args(pod_spec, container, podman_volumes)
-        args += _env_args(container, (env or {}).get(container["name"], {}))
+        environment = _environment(container, (env or {}).get(container["name"], {}))
+        args += [item for key, value in environment.items() for item in ("-e", f"{key}={value}")]
         if container.get("workingDir"):
             args += ["-w", container["workingDir"]]
         ports = [int(p["containerPort"]) for p in container.get("ports") or []]
@@ -241,12 +254,10 @@ def pod_run(
         for port in ports:
             run.published.setdefault(port, free_port())
         if container.get("command"):
-            args += ["--entrypoint", json.dumps(container["command"])]
-        run.containers[container["name"]] = [
-            *args,
-            container["image"],
-            *(container.get("args") or []),
-        ]
+            command = [expand(part, environment) for part in container["command"]]
+            args += ["--entrypoint", json.dumps(command)]
+        arguments = [expand(part, environment) for part in container.get("args") or []]
+        run.containers[container["name"]] = [*args, container["image"], *arguments]
     run.create_args = ["--name", name, "--network", network]
     for alias in aliases:
         run.create_args += ["--network-alias", alias]

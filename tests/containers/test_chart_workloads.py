@@ -28,7 +28,7 @@ MODEL = "breast-cancer"
 PREDICTOR = "kserve-container"  # KServe's name for the predictor's container
 # A short training run whose model does not depend on timing noise, so the second run
 # reproduces the first and passes the no-regression gate. Rendered into the Job's env.
-VALUES: dict[str, Any] = {"training": {"settings": {"SMOKE": True, "LATENCY_MARGIN": 0}}}
+VALUES: dict[str, Any] = {"training": {"settings": {"smoke": True, "latencyMargin": 0}}}
 CANARY_VALUES: dict[str, Any] = {
     **VALUES,
     "predictor": {"modelVersion": "2", "canaryTrafficPercent": 10},

@@ -244,6 +244,9 @@ as `OLD -> newKey`, for NOTES.txt.
 {{- end }}
 {{- end }}
 {{- join ", " $found }}
+{{- end }}
+
+{{/*
 `<prefix>_USERNAME` and `<prefix>_PASSWORD` from a Secret of MLflow's basic-auth users.
 Call with (dict "prefix" "MLFLOW_TRACKING" "secret" NAME "auth" .Values.mlflow.auth).
 */}}
