@@ -301,6 +301,35 @@ def test_kserve_rest_client_infers_json_and_binary(
     np.testing.assert_array_equal(response.outputs[0].as_numpy(), expected(estimator, x, "FP64"))
 
 
+def test_kserve_clients_see_the_server_live_and_the_model_ready(
+    served: tuple[Predictor, Registered, Any],
+) -> None:
+    """KServe's clients have no metadata calls; their health calls, REST and gRPC."""
+    from kserve import InferenceGRPCClient, InferenceRESTClient, RESTConfig
+
+    predictor, _, _ = served
+
+    async def call() -> list[bool]:
+        rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
+        try:
+            answers = [
+                await rest.is_server_live(predictor.http),
+                await rest.is_server_ready(predictor.http),
+                await rest.is_model_ready(predictor.http, SERVED_NAME),
+            ]
+        finally:
+            await rest.close()
+        async with InferenceGRPCClient(predictor.grpc) as grpc_client:
+            answers += [
+                await grpc_client.is_server_live(),
+                await grpc_client.is_server_ready(),
+                await grpc_client.is_model_ready(SERVED_NAME),
+            ]
+        return answers
+
+    assert asyncio.run(call()) == [True] * 6
+
+
 def test_kserve_grpc_client_infers_and_reports_errors(
     served: tuple[Predictor, Registered, Any],
 ) -> None:
