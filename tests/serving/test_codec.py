@@ -259,3 +259,17 @@ def test_every_encoder_writes_the_outputs_the_metadata_declares() -> None:
     ]
     assert [list(o.data) for o in infer_response.outputs] == expected_values
     assert (rest["id"], grpc.id, infer_response.id) == ("r1", "r1", "r1")
+
+
+def test_json_nested_deeper_than_orjson_allows_is_invalid_not_a_recursion_error() -> None:
+    """The standard-library fallback (for NaN literals) never sees a deep body: REST
+    refuses such bodies before parsing, and the codec bounds the depth itself too."""
+    from serving.codec import parse_json
+    from serving.errors import InvalidRequest
+    from serving.metadata import ModelSpec
+
+    spec = ModelSpec(30, "FP64", None, ("malignant", "benign"))
+    body = b'{"inputs": [' + b"[" * 5000 + b"NaN" + b"]" * 5000 + b"]}"
+
+    with pytest.raises(InvalidRequest, match="not valid JSON"):
+        parse_json(body, spec)

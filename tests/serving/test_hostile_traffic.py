@@ -477,3 +477,74 @@ def test_a_truncated_artifact_is_logged_once_retried_slowly_and_served_once_fixe
     assert ready.status_code == 503 and infer.status_code == 503
     assert "cannot be loaded" in infer.json()["error"]
     assert served["model_version"] == registered.version
+
+
+# --- 3. expensive bodies do not stall the event loop ---------------------------------------
+
+BODY_LIMIT = 4 * 1024 * 1024 - 1024  # just inside the default MAX_BODY_BYTES
+
+
+def nested_body(depth: int) -> bytes:
+    """Arrays nested `depth` deep, repeated up to the body limit: millions of lists."""
+    element = "[" * depth + "1" + "]" * depth
+    count = (BODY_LIMIT - 200) // (len(element) + 1)
+    data = ",".join([element] * count)
+    return (
+        '{"inputs":[{"name":"features","shape":[1,30],"datatype":"FP64","data":[' + data + "]}]}"
+    ).encode()
+
+
+def flat_body() -> bytes:
+    """The largest body of plain numbers: the most a parse can cost without nesting."""
+    count = (BODY_LIMIT - 200) // 20
+    data = ",".join(["0.12345678901234567"] * count)
+    return (
+        '{"inputs":[{"name":"features","shape":[1,30],"datatype":"FP64","data":[' + data + "]}]}"
+    ).encode()
+
+
+def test_ready_answers_within_100_ms_while_clients_send_worst_case_bodies(
+    predictor: Predictor,
+) -> None:
+    bodies = [nested_body(500), nested_body(5), flat_body()]
+    assert all(len(b) <= BODY_LIMIT for b in bodies)
+    stop = threading.Event()
+    deadline = time.monotonic() + 20
+    statuses: list[int] = []
+
+    def attack(body: bytes) -> None:
+        with requests.Session() as session:
+            for _ in range(2000):  # bounded in count as in time
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                response = session.post(
+                    predictor.http + INFER,
+                    data=body,
+                    headers={"content-type": "application/json"},
+                    timeout=30,
+                )
+                statuses.append(response.status_code)
+
+    attackers = [threading.Thread(target=attack, args=(b,)) for b in bodies]
+    latencies = []
+    try:
+        for thread in attackers:
+            thread.start()
+        time.sleep(1)  # the attack is under way
+        with requests.Session() as session:
+            while time.monotonic() < deadline - 1 and len(latencies) < 1000:
+                started = time.perf_counter()
+                assert session.get(predictor.http + "/v2/health/ready", timeout=10).ok
+                latencies.append(time.perf_counter() - started)
+                time.sleep(0.02)
+    finally:
+        stop.set()
+        for thread in attackers:
+            thread.join(30)
+
+    latencies.sort()
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
+    assert p99 < 0.1, (
+        f"ready p99 {p99 * 1000:.0f} ms, median {latencies[len(latencies) // 2] * 1000:.0f} ms"
+    )
+    assert_still_serving(predictor)
