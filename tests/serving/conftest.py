@@ -7,6 +7,7 @@ Names are prefixed so they cannot shadow the rollout tests' fixtures below this 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 from contract import model_format
 from serving.registry import FetchedModel, parse_model_uri
 from serving.settings import Settings
+from tests.support import under_ci
 
 MODEL_NAME = "breast-cancer"
 VERSION = "3"
@@ -174,3 +176,40 @@ def serving_client(serving_model_factory: Callable[..., Any]) -> Iterator[TestCl
     """The logistic-regression pipeline loaded as version 3, behind KServe's app."""
     with TestClient(predictor_app(serving_model_factory("logreg"))) as client:
         yield client
+
+
+# --- the Open Inference Protocol's REST schema ---------------------------------------------
+
+SCHEMA_SETTING = "OIP_REST_SCHEMA"
+
+
+def oip_schema_text() -> str:
+    """The Open Inference Protocol's REST schema with this model's name in its paths."""
+    path = os.environ.get(SCHEMA_SETTING)
+    if not path:
+        reason = (
+            f"{SCHEMA_SETTING} is not set: point it at open_inference_rest.yaml from the "
+            "kserve/open-inference-protocol repository (specification/protocol/)"
+        )
+        if under_ci():
+            pytest.fail(f"{reason}; .ci/run sets it", pytrace=False)
+        pytest.skip(reason)
+    # Its paths spell the parameters `${MODEL_NAME}`; the name is pinned, the version a
+    # path parameter.
+    return (
+        Path(path)
+        .read_text()
+        .replace("${MODEL_NAME}", MODEL_NAME)
+        .replace("${MODEL_VERSION}", "{MODEL_VERSION}")
+    )
+
+
+@pytest.fixture(scope="session")
+def oip_schema() -> Any:
+    import schemathesis
+    import yaml
+
+    raw = yaml.safe_load(oip_schema_text())
+    for item in raw["paths"].values():  # MODEL_NAME is part of the path now
+        item["parameters"] = [p for p in item.get("parameters", []) if p["name"] != "MODEL_NAME"]
+    return schemathesis.openapi.from_dict(raw)

@@ -12,7 +12,6 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,44 +26,11 @@ from tests.serving.test_predictor_process import (
     register_with_training,
     start_predictor,
 )
-from tests.support import PYTHON, under_ci, wait_until
+from tests.support import PYTHON, wait_until
 
 pytestmark = pytest.mark.integration
 
-SCHEMA_SETTING = "OIP_REST_SCHEMA"
 SIZES = (1, 4, 256)
-
-
-def oip_schema_text() -> str:
-    """The Open Inference Protocol's REST schema with this model's name in its paths."""
-    path = os.environ.get(SCHEMA_SETTING)
-    if not path:
-        reason = (
-            f"{SCHEMA_SETTING} is not set: point it at open_inference_rest.yaml from the "
-            "kserve/open-inference-protocol repository (specification/protocol/)"
-        )
-        if under_ci():
-            pytest.fail(f"{reason}; .ci/run sets it", pytrace=False)
-        pytest.skip(reason)
-    # Its paths spell the parameters `${MODEL_NAME}`; the name is pinned, the version a
-    # path parameter.
-    return (
-        Path(path)
-        .read_text()
-        .replace("${MODEL_NAME}", SERVED_NAME)
-        .replace("${MODEL_VERSION}", "{MODEL_VERSION}")
-    )
-
-
-@pytest.fixture(scope="module")
-def oip_schema() -> Any:
-    import schemathesis
-    import yaml
-
-    raw = yaml.safe_load(oip_schema_text())
-    for item in raw["paths"].values():  # MODEL_NAME is part of the path now
-        item["parameters"] = [p for p in item.get("parameters", []) if p["name"] != "MODEL_NAME"]
-    return schemathesis.openapi.from_dict(raw)
 
 
 @pytest.fixture(scope="module")

@@ -388,3 +388,31 @@ def test_error_messages_quote_a_short_prefix_of_what_the_client_sent(
         assert len(response.content) < 1000, response.content[:200]
     assert caplog.records
     assert all(len(r.getMessage()) < 2000 for r in caplog.records)
+
+
+def test_json_answers_in_process_conform_to_the_open_inference_protocol_schema(
+    serving_client: TestClient, serving_data: Data, oip_schema: Any
+) -> None:
+    """The schema's infer and metadata operations are the versioned ones; answers of the
+    in-process app, good and bad, validate against them (statuses the schema declares)."""
+    infer = oip_schema[f"/v2/models/{MODEL_NAME}/versions/{{MODEL_VERSION}}/infer"]["POST"]
+    versioned = f"/v2/models/{MODEL_NAME}/versions/3"
+    answers = [
+        serving_client.post(
+            f"{versioned}/infer",
+            content=features_json(serving_data.x[:3].tolist(), [3, 30], id="x"),
+        ),
+        *(
+            serving_client.post(f"{versioned}/infer", content=body, headers=headers)
+            for _, body, headers, status, _ in BAD
+            if status == 400 and "inference-header-content-length" not in headers
+        ),
+    ]
+
+    assert [a.status_code for a in answers] == [200] + [400] * (len(answers) - 1)
+    for answer in answers:
+        infer.validate_response(answer)
+    server = oip_schema["/v2/"]["GET"]
+    server.validate_response(serving_client.get("/v2/"))
+    model = oip_schema[f"/v2/models/{MODEL_NAME}/versions/{{MODEL_VERSION}}"]["GET"]
+    model.validate_response(serving_client.get(versioned))
