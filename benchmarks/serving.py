@@ -487,7 +487,7 @@ def main() -> None:
         for model in models:
             servers = [start_server(k, model, mlflow.url, cores.server, folder) for k in SERVERS]
             logged = start_server(LOGGED, model, mlflow.url, cores.server, folder)
-            for server in servers[1:]:
+            for server in (s for s in servers if s.kind in baseline_starts):
                 baseline_starts[server.kind].append(server.ready_seconds)
             try:
                 for batch in batches:
