@@ -12,7 +12,9 @@ finalizer and writes nothing on the object; kopf's own annotations never appear 
 
 Readiness (`/readyz`, beside `/metrics` on --metrics-port) is ours: ready once kopf
 has started and every worker's last tick reached the API server, MLflow and
-Prometheus (or was refused for a stated reason).
+Prometheus (or was refused for a stated reason). With ROLLOUT_WEBHOOK_SECRET set, the
+same port takes MLflow's signed webhook deliveries at `POST /webhook` (webhook.py): an
+alias event wakes the model's worker before its poll is due.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from contract import uris
+from rollout import webhook
 from rollout.commands import Rollout
 from rollout.controller_metrics import ControllerMetrics
 from rollout.errors import RefusedError, RolloutError
@@ -36,6 +40,7 @@ from rollout.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+MAX_WEBHOOK_BYTES = 1 << 20
 STOP_JOIN_SECONDS = 25.0
 """How long SIGTERM waits for a tick in progress (a promotion, a rollback) to end."""
 
@@ -47,6 +52,8 @@ class Worker:
         self.key = key
         self.reconciler = reconciler
         self.stopping = threading.Event()
+        self.woken = threading.Event()
+        """Set by a webhook delivery (or stop()): the next tick runs now."""
         self.healthy = True
         self.last_error = ""
         self.thread = threading.Thread(target=self._run, name=f"rollout {key}", daemon=True)
@@ -66,10 +73,15 @@ class Worker:
             except Exception as e:  # a bug must not end the worker: log it, try again
                 logger.exception("%s: unexpected error", self.key)
                 self.healthy, self.last_error, delay = False, f"{type(e).__name__}: {e}", retry
-            self.stopping.wait(max(0.05, delay))
+            self.woken.wait(max(0.05, delay))
+            self.woken.clear()
+
+    def wake(self) -> None:
+        self.woken.set()
 
     def stop(self) -> None:
         self.stopping.set()
+        self.woken.set()
 
 
 class Controller:
@@ -81,8 +93,10 @@ class Controller:
         config: ControllerConfig,
         *,
         kube_factory: Callable[[Settings], InferenceServices] = lambda s: connect(s.kube),
+        webhook_secret: str | None = None,
     ) -> None:
         self.settings = settings
+        self.webhook_secret = webhook_secret
         self.config = config
         self.metrics = ControllerMetrics()
         self.kube_factory = kube_factory
@@ -133,6 +147,32 @@ class Controller:
         for worker in workers:
             worker.thread.join(STOP_JOIN_SECONDS)
 
+    def delivered(self, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
+        """A webhook delivery: (HTTP status, answer). Only a signed, recent alias event of
+        a model some worker drives wakes that worker."""
+        if not self.webhook_secret:
+            return 404, {"error": f"webhooks are off; set {webhook.SECRET_ENV} to take them"}
+        try:
+            payload = webhook.verify(self.webhook_secret, headers, body)
+        except webhook.WebhookRefused as e:
+            logger.warning("webhook delivery refused: %s", e)
+            return 401, {"error": str(e)}
+        event = webhook.alias_event(payload)
+        if event is None:
+            return 200, {"woken": []}
+        with self.lock:
+            woken = [k for k, w in self.workers.items() if w.reconciler.model == event.model_name]
+            for key in woken:
+                self.workers[key].wake()
+        logger.info(
+            "webhook: @%s of %s is version %s; waking %s",
+            event.alias,
+            event.model_name,
+            event.version,
+            ", ".join(woken) or "no worker",
+        )
+        return 200, {"woken": woken}
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         with self.lock:
             workers = {k: (w.healthy, w.last_error) for k, w in self.workers.items()}
@@ -166,6 +206,19 @@ def serve_metrics(controller: Controller, host: str, port: int) -> ThreadingHTTP
             else:
                 code, ctype = 404, "application/json"
                 data = json.dumps({"error": f"no {path}; try /metrics or /readyz"}).encode()
+            self._answer(code, ctype, data)
+
+        def do_POST(self) -> None:
+            path = self.path.split("?")[0]
+            length = int(self.headers.get("Content-Length") or 0)
+            if path != "/webhook" or length > MAX_WEBHOOK_BYTES:
+                why = f"no POST {path}" if path != "/webhook" else "the delivery is too large"
+                code, answer = (404 if path != "/webhook" else 413), {"error": why}
+            else:
+                code, answer = controller.delivered(self.headers, self.rfile.read(length))
+            self._answer(code, "application/json", json.dumps(answer).encode())
+
+        def _answer(self, code: int, ctype: str, data: bytes) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
@@ -238,7 +291,9 @@ def run(settings: Settings, config: ControllerConfig) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop."""
     import kopf
 
-    controller = Controller(settings, config)
+    controller = Controller(
+        settings, config, webhook_secret=os.environ.get(webhook.SECRET_ENV) or None
+    )
     namespace = settings.kube.namespace or controller.kube_factory(settings).namespace
     metrics_server = serve_metrics(
         controller, settings.controller_listen, settings.controller_metrics_port

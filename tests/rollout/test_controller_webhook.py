@@ -1,0 +1,155 @@
+"""MLflow 3's webhook as the controller's fast trigger: a real `mlflow server` delivers a
+signed `model_version_alias.created` event to the controller, which starts the rollout
+long before its poll is due; a delivery without the secret's signature is refused.
+
+The server is told to deliver over plain HTTP to 127.0.0.1 (MLflow allows only https and
+public addresses by default: MLFLOW_WEBHOOK_ALLOWED_SCHEMES, MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from rollout import webhook
+from tests.rollout.fake_apiserver import FakeApiServer, inference_service, kubeconfig_yaml
+from tests.rollout.helpers import NAMESPACE, TOKEN, isvc_path, register_versions
+from tests.support import (
+    BIN_DIR,
+    PYTHON,
+    MlflowServer,
+    free_port,
+    mlflow_server_args,
+    start_process,
+    wait_http_ok,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+SECRET = "webhook-secret-for-tests"
+
+
+@pytest.fixture
+def delivering_mlflow(tmp_path: Path) -> Iterator[MlflowServer]:
+    port = free_port()
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    process = start_process(
+        mlflow_server_args(root, port),
+        root / "mlflow.log",
+        env={
+            "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(process, f"{url}/health", 90, "mlflow server")
+        yield MlflowServer(url=url, port=port, process=process, root=root)
+    finally:
+        process.stop()
+
+
+def test_a_signed_alias_event_starts_the_rollout_before_the_poll(
+    delivering_mlflow: MlflowServer, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    metrics_port = free_port()
+    base = f"http://127.0.0.1:{metrics_port}"
+    # Before any alias exists: the server caches the webhooks of an event for a minute.
+    MlflowClient(delivering_mlflow.url).create_webhook(
+        name="rollout-controller",
+        url=f"{base}/webhook",
+        events=["model_version_alias.created"],
+        secret=SECRET,
+    )
+    model = register_versions(delivering_mlflow, "webhook-model")
+    model.client.delete_registered_model_alias(model.name, "challenger")
+    with FakeApiServer().running() as fake_api:
+        path = isvc_path(model.name)
+        fake_api.put(path, inference_service(model.name, NAMESPACE, f"models:/{model.name}/1"))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(kubeconfig_yaml(fake_api.url, NAMESPACE, TOKEN))
+        controller = start_process(
+            [
+                PYTHON, "-m", "rollout", "controller", "--kubeconfig", str(kubeconfig),
+                "--namespace", NAMESPACE, "--tracking-uri", model.tracking_uri,
+                "--prometheus-url", f"http://127.0.0.1:{free_port()}", "--listen", "127.0.0.1",
+                "--metrics-port", str(metrics_port), "--health-port", str(free_port()),
+                "--poll", "600", "--soak", "300", "--step-timeout", "600",
+            ],
+            tmp_path / "controller.log",
+            env={webhook.SECRET_ENV: SECRET},
+        )  # fmt: skip
+        try:
+            wait_http_ok(controller, f"{base}/readyz", 60, "the controller")
+            idle = f'rollout_phase{{model_name="{model.name}",phase="idle"}} 1.0'
+            wait_until(  # the worker's first tick is done: no challenger, poll in 600 s
+                lambda: idle in requests.get(f"{base}/metrics", timeout=5).text, 60, "a tick"
+            )
+            # Unsigned, or signed with another secret: 401, nothing woken.
+            body = json.dumps(
+                {
+                    "entity": "model_version_alias",
+                    "action": "created",
+                    "data": {"name": model.name, "alias": "challenger", "version": "2"},
+                }
+            )
+            stamp, delivery = str(int(time.time())), "forged-1"
+            forged = {
+                webhook.DELIVERY_HEADER: delivery,
+                webhook.TIMESTAMP_HEADER: stamp,
+                webhook.SIGNATURE_HEADER: webhook.signature("wrong", delivery, stamp, body),
+            }
+            answer = requests.post(f"{base}/webhook", data=body, headers=forged, timeout=5)
+            assert answer.status_code == 401 and "signature" in answer.json()["error"]
+            answer = requests.post(f"{base}/webhook", data=body, timeout=5)
+            assert answer.status_code == 401 and "missing" in answer.json()["error"]
+
+            model.client.set_registered_model_alias(model.name, "challenger", "2")
+            wait_until(
+                lambda: "RolloutStarted" in fake_api.event_reasons(), 60, "the webhook's start"
+            )
+            # Woken by the delivery (the poll is 600 s away), which names the worker.
+            assert "webhook: @challenger of webhook-model is version 2; waking mlops/" in (
+                controller.log()
+            )
+            spec = fake_api.get(path)["spec"]["predictor"]
+            assert spec["canaryTrafficPercent"] == 10
+        finally:
+            controller.stop()
+
+
+def signed(body: str, secret: str = SECRET, at: float | None = None) -> dict[str, str]:
+    stamp = str(int(time.time() if at is None else at))
+    return {
+        webhook.DELIVERY_HEADER: "d-1",
+        webhook.TIMESTAMP_HEADER: stamp,
+        webhook.SIGNATURE_HEADER: webhook.signature(secret, "d-1", stamp, body),
+    }
+
+
+def test_only_a_recent_delivery_signed_with_the_secret_is_read() -> None:
+    body = json.dumps({"entity": "model_version_alias", "action": "created",
+                       "data": {"name": "m", "alias": "challenger", "version": "4"}})  # fmt: skip
+    payload = webhook.verify(SECRET, signed(body), body.encode())
+    assert webhook.alias_event(payload) == webhook.AliasEvent("m", "challenger", "4")
+    with pytest.raises(webhook.WebhookRefused, match="old"):
+        webhook.verify(SECRET, signed(body, at=time.time() - 900), body.encode())
+    with pytest.raises(webhook.WebhookRefused, match="does not match"):
+        webhook.verify(SECRET, signed(body, secret="other"), body.encode())
+    tampered = body.replace('"4"', '"5"')
+    with pytest.raises(webhook.WebhookRefused, match="does not match"):
+        webhook.verify(SECRET, signed(body), tampered.encode())
+    other = json.dumps({"entity": "model_version", "action": "created", "data": {}})
+    assert webhook.alias_event(webhook.verify(SECRET, signed(other), other.encode())) is None
