@@ -40,6 +40,24 @@ Items (what, why; what it saves):
   the graph's edges): skl2onnx 1.20's double-input tree thresholds are off (0.027 in
   probability) and ONNX Runtime sums a float ensemble in float (7.8e-7 for 150 trees).
   Tested in `tests/training/test_onnx_export.py`, stale checks included.
+
+Hostile traffic (KServe 0.21, uvicorn 0.54, grpcio 1.85; what each one stops is measured
+and tested in `tests/serving/test_hostile_traffic.py`):
+
+- The model repository extension is not mounted (`serving/rest.py`,
+  `serving/grpc_service.py`, `serving/server.py`): KServe's V2 router and servicer load
+  and unload models for anyone who reaches the port (no body needed), and `GET /v2`
+  advertises it. The predictor serves one model fixed at start.
+- `--host` applies to both servers: KServe binds REST to 0.0.0.0 and gRPC to [::]
+  whatever it is asked (`serving/rest.py`, `serving/grpc_service.py`).
+- `serving.http_protocol.LimitedHttpToolsProtocol`: uvicorn's httptools protocol takes a
+  request head of any size and header count (httptools buffers an unfinished header by
+  concatenation: 8 connections of 32 MB raised RSS by 263 MB), and at shutdown closes
+  idle keep-alive connections at once (a request already on its way is reset). Here the
+  head is bounded (431) and shutdown drains.
+- `grpc.server.max_pending_requests` (`serving/grpc_service.py`): gRPC core refuses
+  calls waiting to be taken up past 1,000 (some) and 3,000 (all), which the asyncio
+  server reports as CANCELLED; the bound is the predictor's `GRPC_MAX_PENDING_CALLS`.
 """
 
 from __future__ import annotations

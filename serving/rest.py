@@ -459,15 +459,10 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
             PredictorRoutes(self.model, self.dataplane, self.max_body_bytes).routes()
         )
         app.router.routes.append(Route(REPOSITORY_PATH, no_repository, methods=REPOSITORY_METHODS))
-        super()._register_endpoints(app)
         # Deviation from KServe: its V2 router always mounts the repository extension's
-        # load and unload routes; ours, first, answers every repository path with a 404.
-        app.router.routes[:] = [
-            r
-            for r in app.router.routes
-            if not (isinstance(r, Route) and r.path.startswith(REPOSITORY_PREFIX))
-            or r.endpoint is no_repository
-        ]
+        # load and unload routes; ours, in front of them, answers every repository path
+        # (any method) with a 404, so KServe's are never reached.
+        super()._register_endpoints(app)
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         from fastapi.exceptions import RequestValidationError

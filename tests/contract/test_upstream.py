@@ -3,6 +3,7 @@ upgrade makes it stale (upstream no longer does what the workaround answers)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import subprocess
@@ -213,3 +214,132 @@ def test_freezing_moves_live_objects_out_of_the_collector_s_walk() -> None:
         assert gc.get_freeze_count() > before
     finally:
         gc.unfreeze()
+
+
+# --- hostile traffic: what KServe and uvicorn still do without the predictor's changes ---
+
+
+def test_kserve_still_mounts_the_repository_extension_and_advertises_it() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from kserve import Model
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+
+    repository = ModelRepository()
+    model = Model("m")
+    model.ready = True
+    repository.update(model)
+    app = FastAPI()
+    register_v2_endpoints(
+        app, DataPlane(repository), ModelRepositoryExtension(model_registry=repository)
+    )
+    with TestClient(app) as client:
+        unloaded = client.post("/v2/repository/models/m/unload")
+
+    assert unloaded.status_code == 200  # no body, no credentials: the model is gone
+    assert repository.get_model("m") is None
+    assert "model_repository_extension" in DataPlane(repository).metadata()["extensions"]
+
+
+def test_kserve_still_binds_every_interface_whatever_it_is_asked() -> None:
+    import inspect
+
+    from kserve.protocol.grpc.server import GRPCServer
+    from kserve.protocol.rest.server import RESTServer
+
+    rest = RESTServer("kserve.model_server:app", None, None, http_port=0)
+
+    assert rest.config.host == "0.0.0.0"
+    assert 'f"[::]:{self._port}"' in inspect.getsource(GRPCServer.start)
+
+
+class RecordingTransport(asyncio.Transport):
+    """What a protocol writes, and whether it closed the connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def ok_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def run_protocol(protocol_class: Any, *chunks: bytes, shutdown: bool = False) -> Any:
+    """Feed `chunks` to a fresh connection of `protocol_class`, let the app answer, and
+    (if asked) begin the server's shutdown; the transport tells what happened."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    async def main() -> RecordingTransport:
+        config = uvicorn.Config(ok_app, http=protocol_class, log_config=None)
+        config.load()
+        protocol = protocol_class(config, ServerState(), app_state={})
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        for chunk in chunks:
+            protocol.data_received(chunk)
+        await asyncio.sleep(0.05)  # the app's task answers
+        if shutdown:
+            protocol.shutdown()
+        return transport
+
+    return asyncio.run(main())
+
+
+HUGE_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+
+
+def test_uvicorn_s_httptools_protocol_still_takes_a_head_of_any_size() -> None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    transport = run_protocol(HttpToolsProtocol, HUGE_HEAD)
+
+    assert transport.written.startswith(b"HTTP/1.1 200 ")
+
+
+def test_the_predictor_s_protocol_refuses_that_head_with_a_431() -> None:
+    from serving.http_protocol import protocol_class
+
+    transport = run_protocol(protocol_class(32 * 1024, 100, 2.0), HUGE_HEAD)
+
+    assert transport.written.startswith(b"HTTP/1.1 431 ")
+    assert transport.closed
+
+
+def test_uvicorn_still_closes_an_idle_keep_alive_connection_at_once_on_shutdown() -> None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from serving.http_protocol import protocol_class
+
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    upstream_transport = run_protocol(HttpToolsProtocol, request, shutdown=True)
+    draining = run_protocol(protocol_class(32 * 1024, 100, 2.0), request, shutdown=True)
+
+    assert upstream_transport.closed  # a request already on its way would be reset
+    assert not draining.closed  # kept open DRAIN_SECONDS for a last request
