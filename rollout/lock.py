@@ -259,6 +259,10 @@ class RolloutLock:
             logger.info("holding %s again as %s", self.describe(), self.identity)
         return holder
 
+    def forget(self) -> None:
+        """Stop holding the lease without touching it (its record could not be read)."""
+        self._resource_version = None
+
     def renew_now(self, version: str) -> None:
         """Write the lease now (a renewal carrying the current annotations); a failure
         is an error at once, the lease's last renewal stays as it was."""

@@ -137,7 +137,12 @@ class Reconciler:
         holder = self.lock.adopt()
         if holder is None or not self.lock.held:
             return Progress()  # no lease, or another `auto` holds it (refused at the start)
-        progress = Progress.parse((holder.annotations or {}).get(ANNOTATION))
+        try:
+            progress = Progress.parse((holder.annotations or {}).get(ANNOTATION))
+        except ValueError:
+            self.lock.forget()  # touch nothing until a person looks: every tick says why
+            raise
+        self.progress = progress  # the lease is held again: later ticks read it from here
         logger.info(
             "%s: resuming the rollout of version %s (%s at %s %%)",
             self.rollout.kube.describe(),

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 
+from rollout.errors import RefusedError
 from rollout.progress import ANNOTATION
 from tests.rollout.fake_apiserver import FakeApiServer
 from tests.rollout.fake_prometheus import (
@@ -361,3 +363,91 @@ def test_a_helm_upgrade_during_the_rollback_is_not_lost(
     )
     assert restores[2].body["spec"]["predictor"]["containers"][0]["image"].endswith(":0.2.0")
     assert "changed" in controller.process.log()
+
+
+def lease_with_record(name: str, progress: dict[str, Any]) -> dict[str, Any]:
+    """The lease as a controller killed right after writing `progress` left it."""
+    from rollout.lock import micro_time
+
+    now = micro_time(time.time())
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": f"{name}-rollout",
+            "namespace": NAMESPACE,
+            "annotations": {ANNOTATION: json.dumps(progress), "mlops-rollout/version": "2"},
+        },
+        "spec": {
+            "holderIdentity": "mlops-rollout-controller",
+            "leaseDurationSeconds": 180,
+            "acquireTime": now,
+            "renewTime": now,
+        },
+    }
+
+
+def test_a_step_the_record_announced_but_never_sent_is_sent_on_restart(
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    kubeconfig: Path,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+) -> None:
+    """Killed between writing the record (step 2: 50 %) and the traffic patch: the spec
+    still says 10 %. The next controller's first tick sends the 50 % the record says,
+    and judges the step from the time the record gives."""
+    from rollout.commands import Rollout
+    from rollout.controller_metrics import ControllerMetrics
+    from rollout.reconcile import ControllerConfig, Reconciler
+    from rollout.settings import build_parser, settings_from_args
+
+    path = make_isvc("2", canary_percent=10)
+    name = registry_model.name
+    began = time.time()
+    record = {
+        "phase": "progressing", "version": "2", "stable": "1", "step": 1, "percent": 50,
+        "step_started": began, "unjudged_since": None, "reason": "", "outcome": None,
+    }  # fmt: skip
+    fake_api.put(lease_path(name), lease_with_record(name, record))
+    prometheus = canned({"1": HEALTHY, "2": HEALTHY})
+    args = build_parser({}).parse_args(
+        [
+            "controller",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            NAMESPACE,
+            "--model-name",
+            name,
+            "--tracking-uri",
+            registry_model.tracking_uri,
+            "--prometheus-url",
+            prometheus.url,
+            *FAST,
+        ]
+    )
+    settings = settings_from_args(args)
+    reconciler = Reconciler(
+        Rollout(settings), ControllerConfig(settings.schedule, 0.3, 1.5), ControllerMetrics()
+    )
+    delay = reconciler.tick()
+    assert delay == pytest.approx(0.3)  # the soak of the step just sent
+    assert predictor_spec(fake_api, path)["canaryTrafficPercent"] == 50
+    [patch] = fake_api.patches()
+    assert patch.body["spec"] == {"predictor": {"canaryTrafficPercent": 50}}
+    assert reconciler.progress.step_started == began  # the window the record began
+    assert fake_api.event_reasons() == []  # no decision taken: the record's is finished
+
+    # An unreadable record is refused with how to start over, and nothing is patched.
+    broken = lease_with_record(name, record)
+    broken["metadata"]["annotations"][ANNOTATION] = "{not json"
+    fake_api.put(lease_path(name), broken)
+    fresh = Reconciler(
+        Rollout(settings), ControllerConfig(settings.schedule, 0.3, 1.5), ControllerMetrics()
+    )
+    for _ in range(2):  # every tick, not only the first: it never takes the lease over
+        with pytest.raises(RefusedError, match="kubectl delete lease"):
+            fresh.tick()
+    assert len(fake_api.patches()) == 1
+    assert fake_api.get(lease_path(name))["metadata"]["annotations"][ANNOTATION] == "{not json"
