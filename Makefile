@@ -49,7 +49,7 @@ $(VENV)/.installed-demo: pyproject.toml
 	  echo "==> $(VENV) already holds the test extras, which include everything the demo runs"; \
 	else \
 	  echo "==> First run: installing what the demo runs into $(VENV): MLflow, KServe, scikit-learn,"; \
-	  echo "    ONNX Runtime and locust, about 1 GB. Roughly 2-5 minutes (docs/local-demo.md has the"; \
+	  echo "    ONNX Runtime and locust, about 1.2 GB. Roughly 2-6 minutes (docs/local-demo.md has the"; \
 	  echo "    measured time); pip's progress follows. Later runs skip this step."; \
 	  $(PY) -m pip install --upgrade pip; \
 	  $(PY) -m pip install --progress-bar on -e '.[demo]'; \

@@ -25,6 +25,14 @@ from demo.processes import DemoError, PortBusy, Record, Service, Supervisor, log
 from demo.settings import REPO_ROOT, STATE_ENTRIES, DemoSettings
 
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
+# The chart's alerting and recording rules, rendered for a release `demo` in namespace
+# `demo` (tests/chart/demo_rules.py writes it; a chart test keeps it equal to the chart).
+# The scrape targets get the labels those rules select: that namespace, the job the
+# chart's PodMonitor would give them, and a pod name each.
+RULES_FILE = REPO_ROOT / "demo" / "prometheus-rules.yaml"
+RULES_MODEL_NAME = "breast-cancer"
+SCRAPE_NAMESPACE = "demo"
+SCRAPE_JOB = "demo/demo-mlops-predictor"
 STEPS = 9
 # The canary's training: another model family and seed. `--max-regression 1` lets it pass
 # the no-regression gate whatever the champion scored, so the demo always has a canary;
@@ -174,16 +182,37 @@ class Demo:
         uri = uris.version_uri(s.model_name, version)
         return self._predictor("canary", uri, s.canary_port, s.canary_grpc_port)
 
-    def prometheus_config(self) -> str:
+    def prometheus_config(self, rules: Path) -> str:
         s = self.s
-        targets = ", ".join(f'"127.0.0.1:{p}"' for p in (s.predictor_port, s.canary_port))
+        targets = "".join(
+            f'      - targets: ["127.0.0.1:{port}"]\n'
+            f"        labels: {{namespace: {SCRAPE_NAMESPACE}, pod: {pod}}}\n"
+            for pod, port in (("predictor", s.predictor_port), ("canary", s.canary_port))
+        )
         return (
             "# Written by `make demo`: both local predictors, scraped every second so a\n"
-            "# short canary run already gives the analysis a window of samples.\n"
+            "# short canary run already gives the analysis a window of samples, and the\n"
+            "# chart's alerting and recording rules.\n"
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: predictors\n"
-            f"    static_configs:\n      - targets: [{targets}]\n"
+            f"rule_files: [{json.dumps(str(rules))}]\n"
+            f"scrape_configs:\n  - job_name: {SCRAPE_JOB}\n"
+            f"    static_configs:\n{targets}"
         )
+
+    def write_rules(self, folder: Path) -> Path:
+        """The chart's rules for this demo's model name (they are rendered for the default)."""
+        text = RULES_FILE.read_text()
+        if self.s.model_name != RULES_MODEL_NAME:
+            text = text.replace(
+                f'model_name="{RULES_MODEL_NAME}"', f'model_name="{self.s.model_name}"'
+            )
+            text = text.replace(
+                f"model_name: {RULES_MODEL_NAME}", f"model_name: {self.s.model_name}"
+            )
+            text = text.replace(f"of {RULES_MODEL_NAME} is", f"of {self.s.model_name} is")
+        path = folder / "rules.yaml"
+        path.write_text(text)
+        return path
 
     def start_prometheus(self) -> None:
         s = self.s
@@ -195,7 +224,7 @@ class Demo:
             return
         root = s.prometheus_dir.resolve()
         root.mkdir(parents=True, exist_ok=True)
-        config = self.prometheus_config()
+        config = self.prometheus_config(self.write_rules(root))
         (root / "prometheus.yml").write_text(config)
         service = Service(
             name="prometheus",
@@ -212,6 +241,10 @@ class Demo:
         )
         self.ensure(service, "Prometheus")
         self.say(f"    scraping {s.predictor_url}/metrics and {s.canary_url}/metrics every 1s")
+        self.say(
+            "    with the chart's alerting and recording rules (alerts hold 10s here, 5m in "
+            f"the chart): {s.prometheus_url}/alerts"
+        )
 
     # -- training ----------------------------------------------------------------------------
 
@@ -372,7 +405,7 @@ class Demo:
     def wait_for_scrapes_after(self, moment: float, timeout: float = 30) -> None:
         """Until Prometheus has scraped every predictor after `moment` (the end of the load
         test), so the analysis sees the whole run."""
-        query = 'min(timestamp(up{job="predictors"}))'
+        query = f'min(timestamp(up{{job="{SCRAPE_JOB}"}}))'
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from demo import flow
+from tests.chart import demo_rules
 from tests.chart.render import Rendered, render, write_rule_groups, write_rules
 from tests.support import REPO_ROOT, require_binary
 from tests.test_docs import anchors
@@ -124,3 +126,17 @@ def test_the_runbook_url_follows_the_value() -> None:
     ]
     assert f"{base}#inferencepredictordown" in urls
     assert all(url.startswith(base) for url in urls)
+
+
+def test_the_demo_loads_the_chart_s_own_rules() -> None:
+    """demo/prometheus-rules.yaml is the chart's rendering; its scrapes carry the labels
+    those rules select (the job of the chart's PodMonitor, the namespace)."""
+    assert demo_rules.DEMO_RULES.read_text() == demo_rules.demo_rules_text(), (
+        "demo/prometheus-rules.yaml is stale: python -m tests.chart.demo_rules"
+    )
+    rendered = render(demo_rules.VALUES, release=demo_rules.RELEASE, namespace=demo_rules.NAMESPACE)
+    monitor = rendered.one("PodMonitor", "-predictor")["metadata"]["name"]
+    assert f"{demo_rules.NAMESPACE}/{monitor}" == flow.SCRAPE_JOB
+    assert flow.SCRAPE_NAMESPACE == demo_rules.NAMESPACE
+    assert flow.RULES_FILE == demo_rules.DEMO_RULES
+    assert rendered.values["modelName"] == flow.RULES_MODEL_NAME

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from demo.processes import Record, session_pids
 from tests.support import REPO_ROOT, free_port, require_binary
@@ -124,6 +125,21 @@ def test_make_demo_twice_then_demo_down_leaves_no_process(clone: Path) -> None:
     started = records(state)
     assert set(started) == {"mlflow", "predictor", "canary", "prometheus"}
     assert all(session_pids(r) for r in started.values())
+    # The demo's Prometheus runs the chart's rules, and they see both versions.
+    prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
+    groups = requests.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    alerts = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
+    assert {"InferenceCanaryLatencyWorse", "InferenceErrorRatioHigh"} <= alerts
+    # (`none`, the series of requests before a model loaded, stays at rate 0)
+    ok = 'model_version:inference_requests:rate5m{outcome="ok"}'
+    by_version = f"sum by (model_version) ({ok}) > 0"
+    recorded = requests.get(
+        f"{prometheus}/api/v1/query", params={"query": by_version}, timeout=10
+    ).json()["data"]["result"]
+    assert {r["metric"]["model_version"] for r in recorded} == {"1", "2"}
+    # The locust report of the canary run has a row per answering version.
+    stats = (state / "loadtest" / "canary" / "locust_stats.csv").read_text()
+    assert "infer 1 row @v1" in stats and "infer 1 row @v2" in stats
 
     second = make(clone, "demo", *settings, "DEMO_LOAD_SECONDS=3", "DEMO_CANARY_SECONDS=6")
 
