@@ -5,12 +5,14 @@ predictor's MODEL_URI and canaryTrafficPercent (docs/rollouts.md, "One owner")."
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rollout.settings import build_parser, settings_from_args
-from tests.chart.render import Rendered, render
+from tests.chart.render import CHART_DIR, Rendered, render
 from tests.chart.validation import containers_of
 
 pytestmark = pytest.mark.chart
@@ -140,3 +142,34 @@ def test_with_no_live_object_the_values_decide(upgrade: bool) -> None:
     )
     assert model_uri(container) == "models:/breast-cancer@champion"
     assert "canaryTrafficPercent" not in predictor
+
+
+def owned_fields(live: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """The chart's `mlops.predictor.ownedFields` on `live`, on Helm's engine: the chart
+    copied with one more template that calls it (`lookup` answers nothing offline)."""
+    import json
+
+    import helm_python as helm
+
+    chart = tmp_path / "mlops"
+    shutil.copytree(CHART_DIR, chart)
+    (chart / "values.schema.json").unlink()  # the test's extra value is not the chart's
+    (chart / "templates" / "zz-owned.yaml").write_text(
+        '{{ include "mlops.predictor.ownedFields" .Values.testLive }}\n'
+    )
+    with helm.Chart.load(chart) as loaded:
+        files = loaded.render({"testLive": live}, name="mlops", namespace="mlops")
+    return dict(json.loads(files["mlops/templates/zz-owned.yaml"]))
+
+
+def test_the_owned_fields_are_read_from_a_live_object(tmp_path: Path) -> None:
+    live = render(ON).one("InferenceService")
+    env = live["spec"]["predictor"]["containers"][0]["env"]
+    next(e for e in env if e["name"] == "MODEL_URI")["value"] = "models:/breast-cancer/7"
+    assert owned_fields(live, tmp_path / "a") == {"modelUri": "models:/breast-cancer/7"}
+    live["spec"]["predictor"]["canaryTrafficPercent"] = 25
+    assert owned_fields(live, tmp_path / "b") == {
+        "modelUri": "models:/breast-cancer/7",
+        "canaryTrafficPercent": 25,
+    }
+    assert owned_fields({}, tmp_path / "c") == {}  # no live object: an install

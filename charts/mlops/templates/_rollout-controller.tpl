@@ -15,18 +15,27 @@ the live object on every upgrade, so a `helm upgrade` neither resets a promoted
 install.
 */}}
 {{- define "mlops.predictor.live" -}}
-{{- $live := dict }}
+{{- $found := dict }}
 {{- if .Values.rollout.controller.enabled }}
-{{- $found := lookup "serving.kserve.io/v1beta1" "InferenceService" .Release.Namespace .Values.modelName }}
-{{- $predictor := dig "spec" "predictor" (dict) $found }}
+{{- $found = lookup "serving.kserve.io/v1beta1" "InferenceService" .Release.Namespace .Values.modelName }}
+{{- end }}
+{{- include "mlops.predictor.ownedFields" $found }}
+{{- end }}
+
+{{/*
+The controller's two fields of an InferenceService object (a dict; empty: none), as
+JSON: `modelUri` from the first container's MODEL_URI, `canaryTrafficPercent` when set.
+*/}}
+{{- define "mlops.predictor.ownedFields" -}}
+{{- $owned := dict }}
+{{- $predictor := dig "spec" "predictor" (dict) . }}
 {{- range (first (concat (get $predictor "containers" | default list) (list (dict))) | dig "env" list) }}
 {{- if and (eq (get . "name") "MODEL_URI") (hasKey . "value") }}
-{{- $_ := set $live "modelUri" (get . "value") }}
+{{- $_ := set $owned "modelUri" (get . "value") }}
 {{- end }}
 {{- end }}
 {{- if hasKey $predictor "canaryTrafficPercent" }}
-{{- $_ := set $live "canaryTrafficPercent" (get $predictor "canaryTrafficPercent") }}
+{{- $_ := set $owned "canaryTrafficPercent" (get $predictor "canaryTrafficPercent") }}
 {{- end }}
-{{- end }}
-{{- toJson $live }}
+{{- toJson $owned }}
 {{- end }}
