@@ -127,6 +127,15 @@ def test_the_served_name_defaults_to_breast_cancer() -> None:
             {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m", "HOST": "http://h:1"},
             "HOST 'http://h:1' must be an IP address or a host name",
         ),
+        (["--max_header_bytes", "100"], {}, "MAX_HEADER_BYTES must be at least 1024"),
+        (["--max_header_count", "2"], {}, "MAX_HEADER_COUNT must be at least 8"),
+        (["--drain_seconds", "45"], {}, "need 0 <= DRAIN_SECONDS < the grace period"),
+        (["--grpc_max_pending_calls", "0"], {}, "GRPC_MAX_PENDING_CALLS must be at least 1"),
+        (
+            ["--load_retry_invalid_max_seconds", "1"],
+            {},
+            "need LOAD_RETRY_INVALID_MAX_SECONDS >= LOAD_RETRY_MAX_SECONDS",
+        ),
         (
             [],
             {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m", "MODEL_RUNTIME": "tf"},
@@ -137,8 +146,9 @@ def test_the_served_name_defaults_to_breast_cancer() -> None:
 def test_unusable_settings_are_configuration_errors(
     argv: list[str], env: dict[str, str], expected: str
 ) -> None:
+    base = {"MODEL_URI": "models:/x/1", "MLFLOW_TRACKING_URI": "http://m"} if not env else {}
     with pytest.raises(ConfigError, match=expected):
-        parse(argv, env)
+        parse(argv, {**base, **env})
 
 
 def test_a_malformed_number_in_the_environment_is_a_configuration_error() -> None:
