@@ -495,6 +495,8 @@ def test_with_mlflow_auth_every_client_logs_in_and_only_from_secrets(
         "MLFLOW_TRACKING_USERNAME": ("mlflow-reader", "username"),
         "MLFLOW_TRACKING_PASSWORD": ("mlflow-reader", "password"),
     }
+    assert "Every request needs a user" in rendered.notes
+    assert "Every request needs a user" not in rendered_scenarios["default"].notes
     ini = rendered.one("ConfigMap", "-auth")["data"]["basic_auth.ini"]
     assert "database_uri = sqlite:////mlflow/basic_auth.db" in ini
     assert "default_permission = READ" in ini
