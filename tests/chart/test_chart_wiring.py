@@ -12,7 +12,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from tests.chart.render import NAMESPACE, RELEASE, Rendered, render
+from tests.chart.render import CHART_DIR, NAMESPACE, RELEASE, Rendered, render, scenario_values
 
 pytestmark = pytest.mark.chart
 
@@ -146,6 +146,18 @@ def test_predictor_pods_carry_the_labels_the_network_policy_admits(
     test_labels = default_render.one("Pod")["metadata"]["labels"]
     for labels in (predictor_labels, training_labels):
         assert any(matches(peer, labels) for peer in peers), labels
+    # The rollout controller moves @champion: it reaches MLflow too (and logs in as the
+    # admin when mlflow.auth is on).
+    controller = render(
+        {
+            "rollout": {"controller": {"enabled": True}},
+            **scenario_values(CHART_DIR / "ci/hardened-values.yaml"),
+        }
+    )
+    pod = controller.one("Deployment", "-rollout-controller")["spec"]["template"]
+    assert any(matches(peer, pod["metadata"]["labels"]) for peer in peers)
+    env = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= env
     # The `helm test` pod talks to the predictor only: it does not reach MLflow.
     assert not any(matches(peer, test_labels) for peer in peers), test_labels
     assert policy["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
