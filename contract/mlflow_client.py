@@ -36,6 +36,16 @@ alias is `INVALID_PARAMETER_VALUE` ("Registered model alias ... not found"), the
 `RESOURCE_DOES_NOT_EXIST`."""
 
 
+def gist(message: str, limit: int = 240) -> str:
+    """One line of an MLflow error: its connection errors run to many lines of urllib3
+    detail, and a log line or an exit message needs the gist."""
+    for marker in ("Connection refused", "Name or service not known", "timed out"):
+        if marker in message:
+            return marker.lower()
+    first = message.strip().splitlines()[0] if message.strip() else message
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
 def is_not_found(error: BaseException) -> bool:
     """An `MlflowException` saying the model, version or alias does not exist."""
     return str(getattr(error, "error_code", "")) in NOT_FOUND_CODES

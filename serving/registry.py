@@ -85,23 +85,16 @@ def fetch(
         if mlflow_client.is_not_found(e):
             raise ModelVersionMissing(
                 f"{ref.describe()} does not exist in the registry at {tracking_uri} "
-                f"({_short(e.message)})"
+                f"({mlflow_client.gist(e.message)})"
             ) from e
         raise RegistryUnavailable(
-            f"the registry at {tracking_uri} failed: {_short(e.message)}"
+            f"the registry at {tracking_uri} failed: {mlflow_client.gist(e.message)}"
         ) from e
     except OSError as e:  # requests' errors are OSErrors too
-        raise RegistryUnavailable(f"the registry at {tracking_uri} failed: {_short(str(e))}") from e
+        raise RegistryUnavailable(
+            f"the registry at {tracking_uri} failed: {mlflow_client.gist(str(e))}"
+        ) from e
     return FetchedModel(ref=ref, version=version, run_id=str(found.run_id or ""), path=Path(local))
-
-
-def _short(message: str, limit: int = 240) -> str:
-    """MLflow's connection errors run to many lines of urllib3 detail: keep the gist."""
-    for marker in ("Connection refused", "Name or service not known", "timed out"):
-        if marker in message:
-            return marker.lower()
-    first = message.strip().splitlines()[0] if message.strip() else message
-    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 # --- the child process ----------------------------------------------------------------

@@ -3,7 +3,9 @@ user's CSV, each returned with a SHA-256 that identifies exactly what was traine
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +82,32 @@ def load_dataset(source: str, target_column: str = "target") -> Dataset:
     return load_csv(path, target_column)
 
 
+def largest_safe_value(rows: int) -> float:
+    """The largest magnitude a feature may hold: the scaler sums the squares of a column,
+    which must stay finite in float64 (about 1.3e154 / sqrt(rows))."""
+    return math.sqrt(float(np.finfo(np.float64).max) / max(1, rows))
+
+
+def check_finite(path: Path, features: npt.NDArray[np.float64], columns: tuple[str, ...]) -> None:
+    """Refuse `inf`, `-inf` (or a number too large for float64, which reads as inf) and
+    values so large that the models' arithmetic overflows, naming the columns."""
+    finite = np.asarray(np.isfinite(features).all(axis=0)).tolist()
+    infinite = [c for c, ok in zip(columns, finite, strict=True) if not ok]
+    if infinite:
+        raise ConfigError(
+            f"dataset {path}: columns {', '.join(infinite)} hold values that are not finite "
+            "(inf, -inf, or beyond float64's range); replace or drop them first"
+        )
+    limit = largest_safe_value(len(features))
+    largest = np.asarray(np.abs(features).max(axis=0)).tolist()
+    huge = [c for c, m in zip(columns, largest, strict=True) if m > limit]
+    if huge:
+        raise ConfigError(
+            f"dataset {path}: columns {', '.join(huge)} hold values beyond ±{limit:.3g}, "
+            "where float64 arithmetic (the scaler's sum of squares) overflows; rescale them"
+        )
+
+
 def load_csv(path: Path, target_column: str) -> Dataset:
     import pandas as pd  # only CSV datasets need pandas
 
@@ -97,6 +125,12 @@ def load_csv(path: Path, target_column: str) -> Dataset:
     feature_frame = frame.drop(columns=[target_column])
     if feature_frame.shape[1] == 0:
         raise ConfigError(f"dataset {path} has no feature columns besides {target_column!r}")
+    for column in feature_frame.columns:
+        if not pd.api.types.is_numeric_dtype(feature_frame[column]):
+            # pandas' parser leaves a number beyond float64 (1e309) as text; Python's float
+            # reads it as inf, which check_finite then names.
+            with contextlib.suppress(ValueError, TypeError):
+                feature_frame[column] = feature_frame[column].astype(np.float64)
     non_numeric = [
         str(c) for c in feature_frame.columns if not pd.api.types.is_numeric_dtype(feature_frame[c])
     ]
@@ -117,9 +151,11 @@ def load_csv(path: Path, target_column: str) -> Dataset:
     if len(classes) < 2:
         raise ConfigError(f"dataset {path}: the target {target_column!r} has a single class")
     index = {value: i for i, value in enumerate(classes)}
+    features = feature_frame.to_numpy(dtype=np.float64)
+    check_finite(path, features, tuple(str(c) for c in feature_frame.columns))
     return _make(
         path.stem,
-        feature_frame.to_numpy(dtype=np.float64),
+        features,
         target.map(index).to_numpy(),
         tuple(str(c) for c in feature_frame.columns),
         tuple(str(c) for c in classes),

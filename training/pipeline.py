@@ -5,11 +5,15 @@ it once on the held-out split, gate it, log everything and register a version.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,6 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 from contract import model_format, onnx_format, registry_tags
-from contract.uris import CHALLENGER, CHAMPION
 from training import onnx_export, registry
 from training.candidates import build_candidates
 from training.data import Dataset, load_dataset
@@ -68,6 +71,8 @@ class Summary:
     """The runtime the version may be served with (`onnx` once its ONNX copy passed)."""
     onnx_parity: str = onnx_format.NOT_CONVERTED
     duration_seconds: float = 0.0
+    resumed: bool = False
+    """True when this run finished the registration of an earlier attempt of its Job."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -119,7 +124,8 @@ class Verdict:
 
 
 def run(settings: TrainingSettings) -> Summary:
-    """The Job: data -> search -> choose -> test -> gate -> register."""
+    """The Job: data -> search -> choose -> test -> gate -> register. Every MLflow call
+    runs in a named step: a registry failure exits 4 saying which one."""
     started = time.monotonic()
     data = load_data(settings)
     critical = Critical(
@@ -127,42 +133,43 @@ def run(settings: TrainingSettings) -> Summary:
         critical_metric_name(data.class_names, settings.critical_class),
     )
     client = connect_registry(settings)
+    step = functools.partial(registry.step, tracking_uri=settings.tracking_uri)
+    key = registry.attempt_key(settings.job_uid, data.sha256, _identity(settings))
+    if key is not None:
+        with step("look for an earlier attempt of this Job"):
+            earlier = registry.find_attempt(client, settings.model_name, key)
+        if earlier is not None:
+            return finish_earlier_attempt(client, earlier, settings, started)
     split = split_data(data, settings)
 
-    import mlflow
-
-    with mlflow.start_run(run_name=f"train-{settings.model_name}") as parent:
-        log_run_settings(data, split, settings)
-        results, conversions = search_families(split, settings, critical)
-        chosen = choose_family(results, settings)
-        tested = score_on_test_split(chosen, split, critical)
-        onnx_copy = prove_onnx_copy(chosen, conversions.get(chosen.family), split, settings)
-        verdict = gate(client, tested, split, settings, critical)
-        log_report(tested.evaluation, data, critical)
-        version, aliases = register(
-            client, data, split, tested, verdict, settings, critical, onnx_copy
+    with training_run(settings, data, key) as run_id:
+        with step("log the run's settings"):
+            log_run_settings(data, split, settings)
+        with step("log the candidates"):
+            results, conversions = search_families(split, settings, critical)
+        with step("log the chosen family"):
+            chosen = choose_family(results, settings)
+        with step("log the test metrics"):
+            tested = score_on_test_split(chosen, split, critical)
+        with step("log the ONNX copy's parity"):
+            onnx_copy = prove_onnx_copy(chosen, conversions.get(chosen.family), split, settings)
+        with step("read and score @champion"):
+            verdict = gate(client, tested, split, settings, critical)
+        with step("log the report"):
+            log_report(tested.evaluation, data, critical)
+        return register(
+            client,
+            run_id,
+            data,
+            split,
+            tested,
+            verdict,
+            settings,
+            critical,
+            onnx_copy,
+            key,
+            started,
         )
-
-        summary = Summary(
-            status="registered" if verdict.passed else "rejected",
-            model_name=settings.model_name,
-            run_id=parent.info.run_id,
-            version=version.version,
-            model_uri=version.uri,
-            candidate=chosen.family,
-            params=chosen.best_params,
-            metrics={k: round(v, 6) for k, v in tested.metrics.items()},
-            gates=[g.as_dict() for g in verdict.gates],
-            aliases_set=aliases,
-            data_sha256=data.sha256,
-            dataset=data.name,
-            reasons=verdict.reasons,
-            duration_seconds=round(time.monotonic() - started, 2),
-            serving_runtime=onnx_copy.record.serving_runtime,
-            onnx_parity=onnx_copy.record.parity,
-        )
-        mlflow.log_dict(json.loads(summary.to_json()), "run_summary.json")
-    return summary
 
 
 def load_data(settings: TrainingSettings) -> Dataset:
@@ -202,8 +209,42 @@ def connect_registry(settings: TrainingSettings) -> Any:
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_experiment(settings.experiment)
+    with registry.step(f"set the experiment {settings.experiment!r}", settings.tracking_uri):
+        mlflow.set_experiment(settings.experiment)
     return MlflowClient(settings.tracking_uri)
+
+
+@contextlib.contextmanager
+def training_run(settings: TrainingSettings, data: Dataset, key: str | None) -> Iterator[str]:
+    """The Job's MLflow run, by id. Ended by hand, not by `mlflow.start_run`'s context:
+    when MLflow fails, marking the run failed fails too, and must not hide why."""
+    import mlflow
+
+    tags = {registry_tags.ATTEMPT_KEY: key} if key else None
+    with registry.step("start the run", settings.tracking_uri):
+        run = mlflow.start_run(run_name=run_name(settings, data), tags=tags)
+    try:
+        yield str(run.info.run_id)
+    except BaseException:
+        try:
+            mlflow.end_run("FAILED")
+        except Exception as e:  # the error that brought us here is the one to report
+            logger.warning("could not mark run %s failed: %s", run.info.run_id, e)
+        raise
+    with registry.step("end the run", settings.tracking_uri):
+        mlflow.end_run()
+
+
+def run_name(settings: TrainingSettings, data: Dataset) -> str:
+    """Tells runs apart in the UI: the model, the data's hash and when it started."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"train-{settings.model_name}-{data.sha256[:8]}-{stamp}"
+
+
+def _identity(settings: TrainingSettings) -> dict[str, Any]:
+    """The settings that make two runs the same training (not where or how fast)."""
+    ignored = {"tracking_uri", "registry_timeout", "n_jobs", "job_uid"}
+    return {k: v for k, v in asdict(settings).items() if k not in ignored}
 
 
 def split_data(data: Dataset, settings: TrainingSettings) -> Split:
@@ -372,8 +413,32 @@ def log_report(evaluation: Evaluation, data: Dataset, critical: Critical) -> Non
             mlflow.log_artifact(str(path))
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What an attempt means to do once its version exists: logged to its run before the
+    version is created (registry.PLAN_ARTIFACT), so that a retry can finish it."""
+
+    passed: bool
+    final_tags: dict[str, str]
+    description: str
+    summary: Summary
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, plan: dict[str, Any]) -> Registration:
+        return cls(
+            passed=bool(plan["passed"]),
+            final_tags=dict(plan["final_tags"]),
+            description=str(plan["description"]),
+            summary=Summary(**plan["summary"]),
+        )
+
+
 def register(
     client: Any,
+    run_id: str,
     data: Dataset,
     split: Split,
     tested: Tested,
@@ -381,42 +446,133 @@ def register(
     settings: TrainingSettings,
     critical: Critical,
     onnx_copy: onnx_export.OnnxExport,
-) -> tuple[registry.RegisteredVersion, list[str]]:
-    """Log the model, register it as a new version (passed or rejected, tagged and
-    described as such) and, if it passed, move `@challenger` (and `@champion` when there
-    is none yet). The version and the aliases moved."""
+    key: str | None,
+    started: float,
+) -> Summary:
+    """Log the model, register it as a new version and finish the registration: a version
+    that passed is `pending` until its aliases moved; a rejected one is `rejected` from
+    its creation (registry.py's docstring)."""
     import mlflow
 
-    model_info = _log_model(tested.chosen, data, split, settings.critical_class, onnx_copy)
+    step = functools.partial(registry.step, tracking_uri=settings.tracking_uri)
+    with step("log the model"):
+        model_info = _log_model(tested.chosen, data, split, settings.critical_class, onnx_copy)
     evaluation = tested.evaluation
-    gate_status = registry_tags.GATE_PASSED if verdict.passed else registry_tags.GATE_REJECTED
+    final_status = registry_tags.GATE_PASSED if verdict.passed else registry_tags.GATE_REJECTED
     tags = {
         registry_tags.DATA_SHA256: data.sha256,
         registry_tags.DATASET: data.name,
         registry_tags.CANDIDATE: tested.chosen.family,
-        registry_tags.GATE_STATUS: gate_status,
+        registry_tags.GATE_STATUS: (
+            registry_tags.GATE_PENDING if verdict.passed else registry_tags.GATE_REJECTED
+        ),
         f"test_{critical.name}": f"{evaluation.critical_recall:.4f}",
         "test_roc_auc": f"{evaluation.roc_auc:.4f}",
         # The runtime the predictor may serve this version with, and why.
         "serving_runtime": onnx_copy.record.serving_runtime,
         "onnx_parity": onnx_copy.record.parity,
-        "onnx_parity_detail": onnx_copy.record.reason[:5000],
+        "onnx_parity_detail": onnx_copy.record.reason[: registry_tags.VALUE_LIMIT],
     }
+    if key is not None:
+        tags[registry_tags.ATTEMPT_KEY] = key
     if not verdict.passed:
         reasons = "; ".join(verdict.reasons)
         tags[registry_tags.REJECTION_REASON] = reasons[: registry_tags.VALUE_LIMIT]
-    description = _describe(tested.chosen, evaluation.roc_auc, verdict)
-    version = registry.register(
-        client, model_info.model_uri, settings.model_name, tags, description
+    plan = Registration(
+        passed=verdict.passed,
+        final_tags={registry_tags.GATE_STATUS: final_status},
+        description=_describe(tested.chosen, evaluation.roc_auc, verdict),
+        summary=Summary(
+            status="registered" if verdict.passed else "rejected",
+            model_name=settings.model_name,
+            run_id=run_id,
+            version=None,
+            model_uri=None,
+            candidate=tested.chosen.family,
+            params=tested.chosen.best_params,
+            metrics={k: round(v, 6) for k, v in tested.metrics.items()},
+            gates=[g.as_dict() for g in verdict.gates],
+            aliases_set=[],
+            data_sha256=data.sha256,
+            dataset=data.name,
+            reasons=verdict.reasons,
+            serving_runtime=onnx_copy.record.serving_runtime,
+            onnx_parity=onnx_copy.record.parity,
+        ),
     )
+    with step("log the registration plan"):
+        mlflow.log_dict(plan.as_dict(), registry.PLAN_ARTIFACT)
+    with step(f"create a version of {settings.model_name!r}"):
+        version = registry.create_version(client, model_info.model_uri, settings.model_name, tags)
+    return finish_registration(client, version, plan, settings, started)
+
+
+def finish_registration(
+    client: Any,
+    version: registry.RegisteredVersion,
+    plan: Registration,
+    settings: TrainingSettings,
+    started: float,
+    resumed: bool = False,
+) -> Summary:
+    """Move the aliases (when the version passed), then tag and describe the version with
+    its final status, then tag the run. Each call is idempotent: a retry repeats them."""
+    step = functools.partial(registry.step, tracking_uri=settings.tracking_uri)
+    run_id = plan.summary.run_id
     aliases: list[str] = []
-    if verdict.passed:
-        aliases = [CHALLENGER] + ([CHAMPION] if verdict.champion is None else [])
-        registry.set_aliases(client, version, aliases)
-    mlflow.set_tags(
-        {registry_tags.GATE_STATUS: gate_status, registry_tags.REGISTERED_VERSION: version.version}
+    if plan.passed:
+        with step(f"move the aliases to version {version.version}"):
+            aliases = registry.aliases_to_move(client, version)
+            registry.set_aliases(client, version, aliases)
+    status = plan.final_tags[registry_tags.GATE_STATUS]
+    with step(f"tag version {version.version} {status}"):
+        for name, value in plan.final_tags.items():
+            client.set_model_version_tag(version.name, version.version, name, value)
+        described = plan.description
+        if aliases:
+            described += "\nAliases moved here: " + ", ".join(f"@{a}" for a in aliases) + "."
+        client.update_model_version(version.name, version.version, description=described)
+    summary = dataclasses.replace(
+        plan.summary,
+        version=version.version,
+        model_uri=version.uri,
+        aliases_set=aliases,
+        duration_seconds=round(time.monotonic() - started, 2),
+        resumed=resumed,
     )
-    return version, aliases
+    with step(f"tag run {run_id}"):
+        client.set_tag(run_id, registry_tags.GATE_STATUS, status)
+        client.set_tag(run_id, registry_tags.REGISTERED_VERSION, version.version)
+        client.log_dict(run_id, json.loads(summary.to_json()), "run_summary.json")
+    return summary
+
+
+def finish_earlier_attempt(
+    client: Any,
+    earlier: registry.EarlierAttempt,
+    settings: TrainingSettings,
+    started: float,
+) -> Summary:
+    """A retry of a Job whose earlier attempt created its version: finish that version's
+    registration from the attempt's plan instead of training and registering again."""
+    import mlflow.artifacts
+
+    step = functools.partial(registry.step, tracking_uri=settings.tracking_uri)
+    logger.info(
+        "an earlier attempt of this Job created version %s (run %s, gate_status %s): "
+        "finishing its registration instead of registering another",
+        earlier.version.version,
+        earlier.run_id,
+        earlier.gate_status,
+    )
+    with step(f"read the plan of run {earlier.run_id}"):
+        plan = Registration.from_dict(
+            mlflow.artifacts.load_dict(f"runs:/{earlier.run_id}/{registry.PLAN_ARTIFACT}")
+        )
+    summary = finish_registration(client, earlier.version, plan, settings, started, resumed=True)
+    with step(f"end run {earlier.run_id}"):
+        client.set_terminated(earlier.run_id, "FINISHED")
+    return summary
 
 
 def _search(
@@ -562,6 +718,4 @@ def _describe(chosen: SearchResult, roc_auc: float, verdict: Verdict) -> str:
         f"test ROC AUC {roc_auc:.4f}.",
         *(f"- {'pass' if g.passed else 'FAIL'}: {g.detail}" for g in verdict.gates),
     ]
-    if verdict.comparison is None:
-        lines.append("First version to pass: also @champion.")
     return "\n".join(lines)

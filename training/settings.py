@@ -51,6 +51,10 @@ class TrainingSettings:
     """Largest difference of any probability allowed between the model's ONNX copy (run
     by ONNX Runtime) and scikit-learn on the test split; beyond it (or with any label
     different) the version is served with scikit-learn."""
+    job_uid: str = ""
+    """What every retry of one Job shares (`TRAINING_JOB_UID`; the chart passes the Job's
+    uid): a retry finishes its earlier attempt's version instead of registering another.
+    Empty: every run is a new attempt."""
     n_jobs: int = 1
     """Parallel CV fits, and the native threads of each fit (OpenMP, BLAS): 1 keeps a
     Kubernetes pod within its CPU limit instead of oversubscribing the node's cores."""
@@ -123,6 +127,13 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     add("--latency-margin", float, "CV-score margin within which the faster candidate wins")
     add("--registry-timeout", float, "seconds to wait for MLflow before exit 4")
     add("--n-jobs", int, "parallel CV fits")
+    add(
+        "--job-uid",
+        str,
+        "identity of the Job, shared by its retries: a retry finishes the earlier "
+        "attempt's version",
+        "TRAINING_JOB_UID",
+    )
     add(
         "--onnx-parity-tolerance",
         float,

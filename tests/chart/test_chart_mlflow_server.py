@@ -87,7 +87,7 @@ def train_through(
     job = rendered.one("Job")
     [container] = job["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    from_secrets = {e["name"] for e in container["env"] if "valueFrom" in e}
+    from_secrets = {e["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
     assert from_secrets == set(secret_env or {}), "the Secrets to supply"
     env.update(
         MLFLOW_TRACKING_URI=url,

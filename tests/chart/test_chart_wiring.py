@@ -210,6 +210,16 @@ def test_make_train_renders_a_plain_job_with_its_own_name() -> None:
     assert "annotations" not in job["metadata"]
 
 
+def test_every_retry_of_the_job_shares_its_identity(default_render: Rendered) -> None:
+    """Kubernetes labels every pod of one Job with the Job's uid: a retry (backoffLimit)
+    sees the same TRAINING_JOB_UID, another Job another one (docs/training.md)."""
+    [container] = default_render.one("Job")["spec"]["template"]["spec"]["containers"]
+    [uid] = [e for e in container["env"] if e["name"] == "TRAINING_JOB_UID"]
+    assert uid["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}
+    }
+
+
 def test_every_training_setting_reaches_the_package_under_its_own_name(
     default_render: Rendered,
 ) -> None:
@@ -224,7 +234,8 @@ def test_every_training_setting_reaches_the_package_under_its_own_name(
         re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
         for key in default_render.values["training"]["settings"]
     }
-    assert chart_settings | {"MLFLOW_TRACKING_URI", "MODEL_NAME"} == read_by_package
+    fixed = {"MLFLOW_TRACKING_URI", "MODEL_NAME", "TRAINING_JOB_UID"}
+    assert chart_settings | fixed == read_by_package
     settings = settings_module.settings_from_args(parser.parse_args([]))
     assert settings.tracking_uri == "http://mlops-mlflow:5000"
     assert settings.model_name == "breast-cancer"

@@ -84,3 +84,32 @@ def test_csv_with_another_target_column(tmp_path: Path) -> None:
     assert data.feature_names == ("a", "b")
     assert data.class_names == ("no", "yes")
     assert data.labels.tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("cell", "problem"),
+    [
+        ("inf", "not finite"),
+        ("-inf", "not finite"),
+        ("1e309", "not finite"),  # beyond float64: read as inf
+        ("1e308", "beyond"),  # finite, but its square is not
+        ("-1e200", "beyond"),
+    ],
+)
+def test_csv_with_values_float64_cannot_work_with_names_the_column(
+    tmp_path: Path, cell: str, problem: str
+) -> None:
+    path = write_csv(tmp_path / "d.csv", f"a,size,target\n1,2,0\n3,{cell},1\n5,6,0\n")
+    with pytest.raises(ConfigError, match=rf"columns size hold values .*{problem}"):
+        load_dataset(str(path))
+
+
+def test_the_largest_value_a_scaler_can_square_and_sum_is_accepted(tmp_path: Path) -> None:
+    from sklearn.preprocessing import StandardScaler
+
+    from training.data import largest_safe_value
+
+    big = largest_safe_value(3) * 0.99
+    path = write_csv(tmp_path / "d.csv", f"a,target\n{big!r},0\n{-big!r},1\n{big!r},0\n")
+    data = load_dataset(str(path))
+    assert np.isfinite(StandardScaler().fit_transform(data.features)).all()
