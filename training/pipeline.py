@@ -260,6 +260,7 @@ def split_data(data: Dataset, settings: TrainingSettings) -> Split:
 
 def log_run_settings(data: Dataset, split: Split, settings: TrainingSettings) -> None:
     import mlflow
+    from mlflow.data.numpy_dataset import from_numpy
 
     mlflow.set_tags(
         {
@@ -280,8 +281,17 @@ def log_run_settings(data: Dataset, split: Split, settings: TrainingSettings) ->
             "latency_margin": settings.latency_margin,
             "n_train": len(split.y_train),
             "n_test": len(split.y_test),
+            # The gates' limits: a version's verdict means nothing without them.
+            "min_malignant_recall": settings.min_malignant_recall,
+            "max_cv_recall_std": settings.max_cv_recall_std,
+            "max_regression": settings.max_regression,
+            "onnx_parity_tolerance": settings.onnx_parity_tolerance,
         }
     )
+    # The data the run trained on, for the UI's Dataset column (its digest is MLflow's;
+    # the project's own hash is the data_sha256 tag and param).
+    dataset = from_numpy(data.features, targets=data.labels, name=data.name)
+    mlflow.log_input(dataset, context="training")
 
 
 def search_families(
@@ -413,6 +423,16 @@ def log_report(evaluation: Evaluation, data: Dataset, critical: Critical) -> Non
             mlflow.log_artifact(str(path))
 
 
+MODEL_DESCRIPTION = (
+    "A scikit-learn classifier, trained, gated and registered by the project's training Job "
+    "(python -m training). Every version carries gate_status (pending, passed, rejected) and "
+    "a description naming each gate and its limit. @challenger is the newest version that "
+    "passed the gates; @champion is what the stable revision serves, moved only by a "
+    "promotion (python -m rollout) or by the first version to pass."
+)
+"""The registered model's own description (docs/training.md)."""
+
+
 @dataclass(frozen=True)
 class Registration:
     """What an attempt means to do once its version exists: logged to its run before the
@@ -532,6 +552,7 @@ def finish_registration(
         if aliases:
             described += "\nAliases moved here: " + ", ".join(f"@{a}" for a in aliases) + "."
         client.update_model_version(version.name, version.version, description=described)
+        client.update_registered_model(version.name, description=MODEL_DESCRIPTION)
     summary = dataclasses.replace(
         plan.summary,
         version=version.version,
@@ -712,10 +733,16 @@ def _log_sklearn_model(
 
 
 def _describe(chosen: SearchResult, roc_auc: float, verdict: Verdict) -> str:
+    """The verdict, and every gate with the limit it applied (or why it applied none)."""
     outcome = "Passed every gate" if verdict.passed else "REJECTED by the gates"
     lines = [
         f"{outcome}: {chosen.family} {json.dumps(chosen.best_params, sort_keys=True)}, "
         f"test ROC AUC {roc_auc:.4f}.",
-        *(f"- {'pass' if g.passed else 'FAIL'}: {g.detail}" for g in verdict.gates),
+        *(
+            f"- {'pass' if g.passed else 'FAIL'} {g.name} "
+            f"({'no limit applied' if g.threshold is None else f'limit {g.threshold:g}'}): "
+            f"{g.detail}"
+            for g in verdict.gates
+        ),
     ]
     return "\n".join(lines)

@@ -319,3 +319,33 @@ def test_iris_trains_and_gates_on_the_worst_class_recall(server: MlflowServer) -
     assert sorted(result.summary["aliases_set"]) == ["challenger", "champion"]
     run = MlflowClient(server.url).get_run(result.summary["run_id"])
     assert MlflowClient(server.url).get_experiment(run.info.experiment_id).name == "iris"
+
+
+def test_the_run_records_its_limits_its_data_and_a_name_of_its_own(
+    server: MlflowServer, first_run: JobResult
+) -> None:
+    client = MlflowClient(server.url)
+    run = client.get_run(first_run.summary["run_id"])
+    params = run.data.params
+    assert (params["min_malignant_recall"], params["max_cv_recall_std"]) == ("0.95", "0.05")
+    assert params["max_regression"] == "0.0"
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "breast_cancer"
+    assert [tag.value for tag in dataset.tags if tag.key == "mlflow.data.context"] == ["training"]
+    name = run.info.run_name
+    assert name.startswith(f"train-{MODEL}-{first_run.summary['data_sha256'][:8]}-"), name
+
+
+def test_the_version_names_each_gate_s_limit_and_the_model_is_described(
+    server: MlflowServer, first_run: JobResult
+) -> None:
+    client = MlflowClient(server.url)
+    version = client.get_model_version(MODEL, first_run.summary["version"])
+    assert "min_malignant_recall (limit 0.95)" in version.description
+    assert "max_cv_malignant_recall_std (limit 0.05)" in version.description
+    assert "no_regression_vs_champion (no limit applied): no @champion yet" in version.description
+    assert "Aliases moved here: @challenger, @champion." in version.description
+    assert (
+        "@champion is what the stable revision serves"
+        in client.get_registered_model(MODEL).description
+    )
