@@ -500,7 +500,7 @@ def test_with_mlflow_auth_every_client_logs_in_and_only_from_secrets(
                 e["valueFrom"]["secretKeyRef"]["key"],
             )
             for e in container["env"]
-            if "valueFrom" in e
+            if "secretKeyRef" in e.get("valueFrom", {})
         }
 
     assert secret_env(server) == {
