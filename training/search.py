@@ -139,18 +139,23 @@ def measure_latencies(
 
 # Latencies closer than this factor count as equal, so timing noise cannot flip a choice.
 SAME_SPEED_FACTOR = 1.25
+# Latencies closer than this (ms) count as equal too: under ONNX Runtime every family
+# predicts a row in 10-50 µs, where a few µs of timing noise flipped the choice from run
+# to run, and a request's own path costs about 1 ms, so such differences serve no one.
+SAME_SPEED_MS = 0.1
 
 
 def choose(results: list[SearchResult], latency_margin: float) -> SearchResult:
     """The best CV score wins, unless others score within `latency_margin` of it: then the
     fastest of those wins, because serving pays the latency on every request. Near-ties
-    of speed (within `SAME_SPEED_FACTOR`) go back to the score."""
+    of speed (within `SAME_SPEED_FACTOR`, or `SAME_SPEED_MS`) go back to the score."""
     if not results:
         raise ValueError("no candidate was searched")
     best_score = max(r.cv_score_mean for r in results)
     near_best = [r for r in results if r.cv_score_mean >= best_score - latency_margin]
     fastest = min(r.predict_latency_ms for r in near_best)
-    as_fast = [r for r in near_best if r.predict_latency_ms <= fastest * SAME_SPEED_FACTOR]
+    bound = max(fastest * SAME_SPEED_FACTOR, fastest + SAME_SPEED_MS)
+    as_fast = [r for r in near_best if r.predict_latency_ms <= bound]
     return max(as_fast, key=lambda r: r.cv_score_mean)
 
 
