@@ -19,6 +19,13 @@ GATE_PASSED = "passed"
 GATE_REJECTED = "rejected"
 GATE_PENDING = "pending"
 REJECTION_REASON = "rejection_reason"
+SERVING_RUNTIME = "serving_runtime"
+"""The runtime the predictor may serve the version with: `onnx` (its ONNX copy passed
+parity) or `sklearn` (contract/onnx_format.py)."""
+ONNX_PARITY = "onnx_parity"
+"""`passed`, `failed`, or why there is no copy to check."""
+ONNX_PARITY_DETAIL = "onnx_parity_detail"
+"""The parity figures, or why the copy is not served."""
 
 # --- written by training on its MLflow run --------------------------------------------------
 MODEL_NAME = "model_name"

@@ -382,7 +382,12 @@ def prove_onnx_copy(
     mlflow.log_metrics(
         {**(copy.parity.metrics() if copy.parity else {}), "onnx_export_seconds": copy.seconds}
     )
-    mlflow.set_tags({"serving_runtime": record.serving_runtime, "onnx_parity": record.parity})
+    mlflow.set_tags(
+        {
+            registry_tags.SERVING_RUNTIME: record.serving_runtime,
+            registry_tags.ONNX_PARITY: record.parity,
+        }
+    )
     if copy.model is not None and not copy.servable:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / Path(onnx_format.ONNX_FILE).name
@@ -489,9 +494,9 @@ def register(
         f"test_{critical.name}": f"{evaluation.critical_recall:.4f}",
         "test_roc_auc": f"{evaluation.roc_auc:.4f}",
         # The runtime the predictor may serve this version with, and why.
-        "serving_runtime": onnx_copy.record.serving_runtime,
-        "onnx_parity": onnx_copy.record.parity,
-        "onnx_parity_detail": onnx_copy.record.reason[: registry_tags.VALUE_LIMIT],
+        registry_tags.SERVING_RUNTIME: onnx_copy.record.serving_runtime,
+        registry_tags.ONNX_PARITY: onnx_copy.record.parity,
+        registry_tags.ONNX_PARITY_DETAIL: onnx_copy.record.reason[: registry_tags.VALUE_LIMIT],
     }
     if key is not None:
         tags[registry_tags.ATTEMPT_KEY] = key
