@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
+    # MLflow's usage telemetry stays off in every process the demo starts, as in the
+    # chart (`mlflow.telemetry`), unless the user's environment says otherwise.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from demo.flow import Demo
 
     demo = Demo(settings)

@@ -126,7 +126,8 @@ def test_the_predictor_s_arguments_and_environment_parse_into_its_settings(
     )
     helps = " ".join(action.help or "" for action in parser._actions)
     read_by_package = set(re.findall(r"\(env (\w+)", helps)) | {"MODEL_NAME"}
-    assert set(env) - {"HOME"} <= read_by_package
+    # HOME and MLflow's own switch are read by the libraries, not by the package's parser.
+    assert set(env) - {"HOME", "MLFLOW_DISABLE_TELEMETRY"} <= read_by_package
     settings = settings_module.settings_from_args(parser.parse_args(container["args"]))
     assert settings.model_uri == "models:/breast-cancer@champion"
     assert settings.tracking_uri == "http://mlops-mlflow:5000"
@@ -525,3 +526,36 @@ def test_with_mlflow_auth_every_client_logs_in_and_only_from_secrets(
     assert "default_permission = READ" in ini
     with pytest.raises(helm.HelmError, match="existingSecret is required"):
         render({"mlflow": {"auth": {"enabled": True}}})
+
+
+# --- MLflow's telemetry ------------------------------------------------------------------
+
+
+def mlflow_code_containers(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    """Every container that runs MLflow code: the server, training, the predictor, and
+    the rollout controller."""
+    found = {
+        "predictor": predictor_of(rendered)["containers"][0],
+        "training": rendered.one("Job")["spec"]["template"]["spec"]["containers"][0],
+    }
+    for deployment in rendered.of_kind("Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            if container["name"] in ("mlflow", "controller", "rollout-controller"):
+                found[container["name"]] = container
+    return found
+
+
+@pytest.mark.parametrize("telemetry", [False, True])
+def test_mlflow_telemetry_is_off_in_every_mlflow_process_unless_asked(telemetry: bool) -> None:
+    rendered = render(
+        {"mlflow": {"telemetry": telemetry}, "rollout": {"controller": {"enabled": True}}}
+    )
+    containers = mlflow_code_containers(rendered)
+
+    assert {"predictor", "training", "mlflow"} <= set(containers)
+    assert len(containers) == 4, sorted(containers)  # the controller's too
+    expected = {} if telemetry else {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    assert {
+        name: {k: v for k, v in env_of(c).items() if k == "MLFLOW_DISABLE_TELEMETRY"}
+        for name, c in containers.items()
+    } == dict.fromkeys(containers, expected)

@@ -265,3 +265,14 @@ Call with (dict "prefix" "MLFLOW_TRACKING" "secret" NAME "auth" .Values.mlflow.a
       name: {{ .secret }}
       key: {{ .auth.passwordKey }}
 {{- end }}
+
+{{/*
+MLflow's usage telemetry off (`mlflow.telemetry: false`, the default), for every container
+that runs MLflow code. An env list item, or nothing.
+*/}}
+{{- define "mlops.mlflow.telemetryEnv" -}}
+{{- if not .Values.mlflow.telemetry }}
+- name: MLFLOW_DISABLE_TELEMETRY
+  value: "true"
+{{- end }}
+{{- end }}
