@@ -18,20 +18,12 @@ from contract.model_format import TRUSTED_TYPES, load_estimator
 from contract.tree_check import MalformedModel, check_trees
 from serving.errors import InvalidModel
 from serving.loader import load_model_dir
-from tests.serving.conftest import Data, save_mlflow_model, scaled_logreg
+from tests.serving.conftest import Data, breast_cancer, save_mlflow_model, scaled_logreg
 
 
 @pytest.fixture(scope="module")
 def serving_data() -> Data:
-    from sklearn.datasets import load_breast_cancer
-
-    bunch = load_breast_cancer()
-    return Data(
-        x=bunch.data.astype(np.float64),
-        y=bunch.target,
-        feature_names=[str(n) for n in bunch.feature_names],
-        class_names=[str(n) for n in bunch.target_names],
-    )
+    return breast_cancer()
 
 
 def forest(data: Data) -> Any:

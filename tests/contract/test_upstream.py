@@ -16,16 +16,13 @@ import numpy as np
 import pytest
 
 from contract import upstream
-from tests.serving.conftest import Data, scaled_logreg
+from tests.serving.conftest import Data, breast_cancer, scaled_logreg
 from tests.support import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
 def data() -> Data:
-    from sklearn.datasets import load_breast_cancer
-
-    bunch = load_breast_cancer()
-    return Data(bunch.data, bunch.target, list(bunch.feature_names), ["malignant", "benign"])
+    return breast_cancer()
 
 
 def fresh_interpreter(code: str) -> Any:

@@ -36,8 +36,8 @@ class Data:
     class_names: list[str]
 
 
-@pytest.fixture(scope="session")
-def serving_data() -> Data:
+def breast_cancer() -> Data:
+    """The default data set, as the predictor's tests use it (for fixtures elsewhere too)."""
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
@@ -47,6 +47,11 @@ def serving_data() -> Data:
         feature_names=[str(n) for n in bunch.feature_names],
         class_names=[str(n) for n in bunch.target_names],
     )
+
+
+@pytest.fixture(scope="session")
+def serving_data() -> Data:
+    return breast_cancer()
 
 
 def save_mlflow_model(
