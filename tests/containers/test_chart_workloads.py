@@ -155,7 +155,11 @@ def mlflow(chart: Rendered, pods: Pods, network: str) -> Iterator[PodRun]:
 
 
 def train(chart: Rendered, pods: Pods, network: str, suffix: str) -> dict[str, Any]:
-    run = pod_run(pod_spec_of(chart.one("Job")), name=f"{network}-train-{suffix}", network=network)
+    name = f"{network}-train-{suffix}"
+    # The kubelet fills TRAINING_JOB_UID from the Job's controller-uid label, one per Job
+    # (its retries share it): here each training run stands for a Job of its own.
+    env = {"training": {"TRAINING_JOB_UID": name}}
+    run = pod_run(pod_spec_of(chart.one("Job")), name=name, network=network, env=env)
     done = pods.run_to_completion(run, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary: dict[str, Any] = last_json(done.stdout)
@@ -186,7 +190,7 @@ def test_the_training_job_registers_the_first_version_through_the_service_name(
     first_version: str, chart: Rendered
 ) -> None:
     [container] = pod_spec_of(chart.one("Job"))["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert urlsplit(env["MLFLOW_TRACKING_URI"]).hostname == chart.one("Service")["metadata"]["name"]
     assert first_version == "1"
 
