@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ __all__ = [
     "require_binary",
     "running_mlflow",
     "running_prometheus",
+    "serving_http",
     "start_process",
     "under_ci",
     "wait_http_ok",
@@ -77,3 +80,18 @@ def running_prometheus(folder: Path, config: dict[str, Any]) -> Iterator[str]:
     """A real `prometheus` (skipped, or failed under CI, when it is not installed)."""
     with services.running_prometheus(require_binary("prometheus"), folder, config) as url:
         yield url
+
+
+@contextmanager
+def serving_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on a free loopback port in a thread; its URL while the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -3,14 +3,14 @@ MLflow client actually doing what the variables say (against a real HTTP server)
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from contract import mlflow_client
 from contract.mlflow_client import DEFAULT, MAX_RETRIES_VARIABLE, TIMEOUT_VARIABLE, VARIABLES
+from tests.support import serving_http
 
 
 @pytest.fixture
@@ -68,14 +68,8 @@ class _Unavailable(BaseHTTPRequestHandler):
 @pytest.fixture
 def unavailable_server() -> Iterator[str]:
     _Unavailable.calls = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_http(_Unavailable) as url:
+        yield url
 
 
 def test_mlflow_s_client_retries_as_many_times_as_configured(

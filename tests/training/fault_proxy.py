@@ -15,8 +15,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.support import serving_http
 
 _IDS = (
     (re.compile(r"m-[0-9a-f]{32}"), "MODEL"),
@@ -103,12 +105,5 @@ def _handler(upstream: str, faults: Faults) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def fault_proxy(upstream: str, faults: Faults) -> Iterator[str]:
     """The proxy's URL while the block runs."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream, faults))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_http(_handler(upstream, faults)) as url:
+        yield url
