@@ -24,6 +24,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+# Re-exported: the --dry-run previews apply it as the API server (or the local cluster) would.
+from contract.merge_patch import merge_patch as merge_patch  # noqa: PLC0414 (explicit re-export)
+
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
 PLURAL = "inferenceservices"
@@ -197,16 +200,3 @@ def promote_patch(obj: Json) -> Json:
 def restore_patch(obj: Json, uri: str) -> Json:
     """Put the stable version back in the spec; traffic stays where it is (0 % to latest)."""
     return _guarded(obj, {"containers": containers_with_model_uri(obj, uri)})
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch, as the API server applies it (used by --dry-run previews)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
