@@ -2,6 +2,7 @@
 #   training Job    python -m training
 #   predictor       python -m serving --http_port 8080 --grpc_port 8081
 #   tracking server mlflow server ...
+#   prediction log  python -m predictionlog
 # It runs as the non-root user 10001 on a read-only root file system; every process writes
 # only to /tmp (an emptyDir in the chart).
 #
@@ -29,6 +30,7 @@ COPY contract ./contract
 COPY training ./training
 COPY serving ./serving
 COPY rollout ./rollout
+COPY predictionlog ./predictionlog
 RUN --mount=type=secret,id=pipconf,target=/etc/pip.conf \
     /opt/venv/bin/pip install --no-deps . \
  && /opt/venv/bin/pip check
@@ -48,5 +50,5 @@ COPY scripts/v2_request.py /opt/mlops/v2_request.py
 # Numeric, so kubelet can check runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 5000 8080 8081
+EXPOSE 5000 8080 8081 8082
 CMD ["python", "-m", "serving"]

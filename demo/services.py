@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ __all__ = [
     "last_json",
     "mlflow_server_args",
     "running_mlflow",
+    "running_postgresql",
     "running_prometheus",
     "start_process",
     "wait_http_ok",
@@ -203,6 +206,74 @@ def running_prometheus(binary: str, folder: Path, config: dict[str, Any]) -> Ite
         yield url
     finally:
         process.stop()
+
+
+POSTGRES_BIN_DIRS = tuple(str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin")))
+"""Where Debian's postgresql package keeps initdb and pg_ctl (not on PATH)."""
+
+
+def postgres_binary(name: str) -> str | None:
+    """`initdb`, `pg_ctl`...: on PATH, else in Debian's versioned folder (newest first)."""
+    found = shutil.which(name)
+    for folder in reversed(POSTGRES_BIN_DIRS):
+        if found is None and (Path(folder) / name).exists():
+            found = str(Path(folder) / name)
+    return found
+
+
+@contextmanager
+def running_postgresql(user: str = "mlops", database: str = "mlops") -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl) on a free loopback port, with
+    `database` owned by `user` (trust auth); yields its URL, removes it all on exit.
+    `RuntimeError` when initdb is not installed."""
+    initdb, pg_ctl = postgres_binary("initdb"), postgres_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        raise RuntimeError("PostgreSQL's initdb and pg_ctl are not installed")
+    # PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`, in a
+    # folder of its own (a test's tmp_path is not reachable for other users).
+    root = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        run_as = ["runuser", "-u", "nobody", "--"]
+        shutil.chown(root, "nobody")
+    data, port = root / "data", free_port()
+    try:
+        subprocess.run(
+            [*run_as, initdb, "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *run_as,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(root / "pg.log"),
+                "-w",
+                "-o",
+                f"-k {root} -h 127.0.0.1 -p {port}",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        # The `postgres` maintenance database exists after initdb; the project's is made here.
+        url = f"postgresql://{user}@127.0.0.1:{port}"
+        import psycopg
+
+        with psycopg.connect(f"{url}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+        yield f"{url}/{database}"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                [*run_as, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
+                check=False,
+                capture_output=True,
+            )
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def last_json(output: str) -> dict[str, Any]:

@@ -48,6 +48,7 @@ __all__ = [
     "mlflow_server_args",
     "require_binary",
     "running_mlflow",
+    "running_postgresql",
     "running_prometheus",
     "serving_http",
     "start_process",
@@ -79,6 +80,16 @@ def require_binary(name: str, *extra_dirs: str) -> str:
 def running_prometheus(folder: Path, config: dict[str, Any]) -> Iterator[str]:
     """A real `prometheus` (skipped, or failed under CI, when it is not installed)."""
     with services.running_prometheus(require_binary("prometheus"), folder, config) as url:
+        yield url
+
+
+@contextmanager
+def running_postgresql(user: str = "mlops", database: str = "mlops") -> Iterator[str]:
+    """A throwaway PostgreSQL (skipped, or failed under CI, without initdb and pg_ctl)."""
+    extra = services.POSTGRES_BIN_DIRS
+    require_binary("initdb", *extra)
+    require_binary("pg_ctl", *extra)
+    with services.running_postgresql(user, database) as url:
         yield url
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from tests.support import REPO_ROOT
 
-COMPONENTS = ("training", "serving", "rollout")
+COMPONENTS = ("training", "serving", "rollout", "predictionlog")
 PACKAGES = ("contract", *COMPONENTS, "demo", "loadtest", "benchmarks", "scripts", "tests")
 
 DEPRECATED_ALIAS = "serving.rollout"
@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"contract"},
     "serving": {"contract"},
     "rollout": {"contract"},
+    "predictionlog": {"contract"},
     DEPRECATED_ALIAS: {"rollout"},
     # The tools around them, which run the components as processes or as libraries.
     "demo": {"contract", "loadtest"},
