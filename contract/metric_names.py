@@ -20,6 +20,10 @@ MODEL_URI = "model_uri"
 RUN_ID = "run_id"
 RUNTIME = "runtime"
 """What serves a loaded version: `onnx` (ONNX Runtime) or `sklearn`."""
+FEATURE = "feature"
+"""A feature's name, as the version's signature names it."""
+BIN = "bin"
+"""A bin of the version's drift profile: `0` (lowest) to at most `19`."""
 
 # --- label values -------------------------------------------------------------------------
 OK = "ok"
@@ -47,14 +51,31 @@ MODEL_INFO = "inference_model_info"
 """Gauge = 1: model_name, model_version, model_uri, run_id, runtime."""
 MODEL_LOAD_SECONDS = "inference_model_load_seconds"
 """Gauge: model_name, model_version."""
+FEATURE_BIN = "inference_feature_bin_total"
+"""Counter: model_name, model_version, feature, bin. Served rows per bin of the version's
+drift profile (serving/feature_drift.py); 30 features x 10 bins = 300 series a version."""
+FEATURE_REFERENCE_SHARE = "inference_feature_reference_share"
+"""Gauge: model_name, model_version, feature, bin. The training split's share of the bin."""
 
 HISTOGRAMS = (REQUEST_DURATION, BATCH_SIZE)
-FAMILIES = (REQUESTS, REQUEST_DURATION, BATCH_SIZE, PREDICTIONS, MODEL_INFO, MODEL_LOAD_SECONDS)
+FAMILIES = (
+    REQUESTS,
+    REQUEST_DURATION,
+    BATCH_SIZE,
+    PREDICTIONS,
+    MODEL_INFO,
+    MODEL_LOAD_SECONDS,
+    FEATURE_BIN,
+    FEATURE_REFERENCE_SHARE,
+)
 
 # --- recorded by the chart's PrometheusRule, per model version ----------------------------
 RECORDED_REQUESTS_RATE = "model_version:inference_requests:rate5m"
 RECORDED_ERROR_RATIO = "model_version:inference_error_ratio:rate5m"
 RECORDED_P99 = "model_version:inference_request_duration_seconds:p99_5m"
+RECORDED_FEATURE_PSI = "model_version:inference_feature_psi:rate30m"
+"""Per version and feature: the population stability index of the served rows of the
+last 30 minutes against the training split's shares."""
 RECORDED = (RECORDED_REQUESTS_RATE, RECORDED_ERROR_RATIO, RECORDED_P99)
 
 

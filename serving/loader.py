@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from contract import onnx_format, upstream
+from contract import drift_profile, onnx_format, upstream
 from serving.errors import InvalidModel
 from serving.metadata import ModelSpec, spec_from_mlmodel
 
@@ -75,6 +75,13 @@ class LoadedModel:
             self._predict_proba = upstream.predict_proba_of(estimator)
             self._configured = threading.local()
         self._names = spec.class_names
+        self.profile: drift_profile.DriftProfile | None = None
+        """The training split's bins of every feature (contract.drift_profile), if the
+        version carries a usable one."""
+        self.profile_reason = "not read"
+        """Where the profile came from, or why there is none, in one line."""
+        self.profile_broken = False
+        """A profile training wrote that does not arrive intact (worth a warning)."""
 
     def predict(self, features: np.ndarray[Any, np.dtype[np.float64]]) -> Prediction:
         """Predict a validated float64 batch `[rows, n_features]` (finite, non-empty)."""
@@ -115,9 +122,52 @@ def read_mlmodel(model_dir: Path) -> dict[str, Any]:
 def load_model_dir(
     model_dir: Path, version: str, run_id: str, model_uri: str, runtime: str = AUTO
 ) -> LoadedModel:
-    """Load a model folder with the runtime `runtime` allows (module doc); raise
-    `InvalidModel` if it cannot serve."""
+    """Load a model folder with the runtime `runtime` allows (module doc), and its drift
+    profile if it has a usable one; raise `InvalidModel` if it cannot serve."""
     mlmodel = read_mlmodel(model_dir)
+    loaded = _load_model_dir(model_dir, mlmodel, version, run_id, model_uri, runtime)
+    loaded.profile, loaded.profile_reason, loaded.profile_broken = read_profile(
+        model_dir, mlmodel, loaded.spec
+    )
+    return loaded
+
+
+def read_profile(
+    model_dir: Path, mlmodel: dict[str, Any], spec: ModelSpec
+) -> tuple[drift_profile.DriftProfile | None, str, bool]:
+    """The version's drift profile, if it is there, intact and of this model's features;
+    else None. Either way, the reason in one line, and whether a profile training wrote
+    is broken. A model is served without one: drift is a signal, not a gate."""
+    record = drift_profile.ProfileRecord.from_metadata(mlmodel.get("metadata"))
+    if record is None:
+        return None, "the version has no drift profile (trained before profiles were made)", False
+    if record.file != drift_profile.PROFILE_FILE:
+        return None, f"its drift profile record names {record.file!r}, not the contract's", True
+    try:
+        text = (model_dir / drift_profile.PROFILE_FILE).read_bytes()
+    except OSError as e:
+        return None, f"its drift profile is missing or unreadable ({e})", True
+    digest = onnx_format.sha256_of(text)
+    if digest != record.sha256:
+        return None, f"its drift profile is corrupt: SHA-256 {digest[:12]}... differs", True
+    try:
+        profile = drift_profile.DriftProfile.from_json(text)
+    except drift_profile.InvalidProfile as e:
+        return None, str(e), True
+    names = spec.feature_names
+    if len(profile.features) != spec.n_features or (names and profile.feature_names != names):
+        return None, "its drift profile's features differ from the model's signature", True
+    return profile, f"its drift profile of {profile.rows} training rows", False
+
+
+def _load_model_dir(
+    model_dir: Path,
+    mlmodel: dict[str, Any],
+    version: str,
+    run_id: str,
+    model_uri: str,
+    runtime: str,
+) -> LoadedModel:
     if runtime == onnx_format.SKLEARN:
         return load_with_sklearn(
             model_dir, mlmodel, version, run_id, model_uri, "MODEL_RUNTIME=sklearn forces it"

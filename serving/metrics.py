@@ -17,7 +17,9 @@ import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from contract import metric_names as names
+from contract.drift_profile import DriftProfile
 from contract.metric_names import OUTCOMES, PROTOCOLS
+from serving.feature_drift import FeatureCounter, FeatureDriftCollector
 
 # From a fraction of a millisecond (a batch-1 logistic regression) to seconds.
 DURATION_BUCKETS = (
@@ -70,11 +72,17 @@ class PredictorMetrics:
             version,
             registry=registry,
         )
+        self.feature_drift = FeatureDriftCollector(registry)
 
     def bind(
-        self, model_name: str, model_version: str, class_names: Sequence[str] = ()
+        self,
+        model_name: str,
+        model_version: str,
+        class_names: Sequence[str] = (),
+        profile: DriftProfile | None = None,
     ) -> BoundMetrics:
-        return BoundMetrics(self, model_name, model_version, class_names)
+        """The series of one version; with a drift profile, its rows are counted too."""
+        return BoundMetrics(self, model_name, model_version, class_names, profile)
 
 
 class BoundMetrics:
@@ -86,6 +94,7 @@ class BoundMetrics:
         model_name: str,
         model_version: str,
         class_names: Sequence[str],
+        profile: DriftProfile | None = None,
     ) -> None:
         self.metrics = metrics
         self.model_name = model_name
@@ -101,6 +110,12 @@ class BoundMetrics:
         self._duration = {p: metrics.duration.labels(*version, p) for p in PROTOCOLS}
         self._batch = metrics.batch_size.labels(*version)
         self._by_class = [metrics.predictions.labels(*version, name) for name in class_names]
+        self.features: FeatureCounter | None = (
+            None
+            if profile is None
+            else metrics.feature_drift.counter(model_name, model_version, profile)
+        )
+        """Where served rows are counted into drift bins; None when they are not."""
 
     def request(self, protocol: str, outcome: str, seconds: float) -> None:
         self._requests[protocol, outcome].inc()

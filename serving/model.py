@@ -187,7 +187,8 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
             self._fetching = None
 
     def activate(self, loaded: LoadedModel) -> None:
-        bound = self._families.bind(self.name, loaded.version, loaded.spec.class_names)
+        profile = loaded.profile if self.settings.feature_drift else None
+        bound = self._families.bind(self.name, loaded.version, loaded.spec.class_names, profile)
         bound.loaded(loaded.model_uri, loaded.run_id, loaded.load_seconds, loaded.runtime)
         self._active = Active(loaded, bound)
         self.metrics = bound
@@ -204,6 +205,21 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
             ", ".join(loaded.spec.class_names),
             loaded.load_seconds,
         )
+        if not self.settings.feature_drift:
+            logger.info("feature drift: not counted (FEATURE_DRIFT=false)")
+        elif profile is None:
+            logger.log(
+                logging.WARNING if loaded.profile_broken else logging.INFO,
+                "feature drift: not counted for %s: %s",
+                loaded.model_uri,
+                loaded.profile_reason,
+            )
+        else:
+            logger.info(
+                "feature drift: counting served rows into %s (%d features)",
+                loaded.profile_reason,
+                len(profile.features),
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -243,7 +259,10 @@ class RegistryModel(kserve.Model):  # type: ignore[misc]
         started = perf_counter()
         prediction = active.model.predict(features)
         self._kserve_predict_seconds.observe(perf_counter() - started)
-        active.metrics.predicted(prediction.labels)
+        metrics = active.metrics
+        metrics.predicted(prediction.labels)
+        if metrics.features is not None:
+            metrics.features.count(features)
         return prediction
 
     # --- KServe's generic path: V1 `instances`, and V2 through the data plane -------------

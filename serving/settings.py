@@ -78,6 +78,9 @@ class Settings:
     """`MODEL_RUNTIME`: `auto` serves with ONNX Runtime where the version's ONNX copy passed
     training's parity gate and is intact, else with scikit-learn; `onnx` or `sklearn`
     forces one (`onnx` refuses a version without a usable copy)."""
+    feature_drift: bool = True
+    """Count served rows into the bins of the version's drift profile (`FEATURE_DRIFT`);
+    a version without a profile is served without counting either way."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -263,6 +266,13 @@ def add_arguments(
         default=_env_flag(env.get("ACCESS_LOG", "false")),
         help="log one line per request (env ACCESS_LOG; default false)",
     )
+    group.add_argument(
+        "--feature_drift",
+        type=_env_flag,
+        default=_env_flag(env.get("FEATURE_DRIFT", "true")),
+        help="count served rows into the version's drift-profile bins, exported as "
+        "inference_feature_bin_total (env FEATURE_DRIFT; default true)",
+    )
     return parser
 
 
@@ -299,4 +309,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         timeout_keep_alive=args.timeout_keep_alive,
         event_loop=args.event_loop,
         model_runtime=args.model_runtime,
+        feature_drift=args.feature_drift,
     )

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
-from contract import model_format, onnx_format, registry_tags
+from contract import drift_profile, model_format, onnx_format, registry_tags
 from training import onnx_export, registry
 from training.candidates import build_candidates
 from training.data import Dataset, load_dataset
@@ -691,19 +691,38 @@ def _log_model(
     critical_class: str,
     onnx_copy: onnx_export.OnnxExport,
 ) -> Any:
-    """The sklearn flavor in skops, with the ONNX copy (when it passed parity) as an extra
-    file of the same model folder and its record in the metadata (contract.onnx_format)."""
+    """The sklearn flavor in skops, with the ONNX copy (when it passed parity) and the
+    training split's drift profile as extra files of the same model folder, and their
+    records in the metadata (contract.onnx_format, contract.drift_profile)."""
     with tempfile.TemporaryDirectory() as folder:
-        extra_files = None
+        extra_files = []
         if onnx_copy.servable and onnx_copy.model is not None:
             path = Path(folder) / Path(onnx_format.ONNX_FILE).name
             path.write_bytes(onnx_copy.model)
-            extra_files = [str(path)]
+            extra_files.append(str(path))
+        profile_text = reference_profile(split, data).to_json()
+        profile_path = Path(folder) / Path(drift_profile.PROFILE_FILE).name
+        profile_path.write_text(profile_text)
+        extra_files.append(str(profile_path))
         metadata = {
             **model_format.model_metadata(data.class_names, critical_class),
             onnx_format.METADATA_KEY: onnx_copy.record.as_metadata(),
+            drift_profile.METADATA_KEY: drift_profile.record_of(profile_text).as_metadata(),
         }
         return _log_sklearn_model(chosen, data, split, metadata, extra_files)
+
+
+def reference_profile(split: Split, data: Dataset) -> drift_profile.DriftProfile:
+    """Each feature's bins and shares on the training split: what the predictor counts
+    served rows against (contract.drift_profile)."""
+    profile = drift_profile.build_profile(split.x_train, data.feature_names)
+    logger.info(
+        "drift profile: %d features, %d bins at most, from %d training rows",
+        len(profile.features),
+        max(f.bins for f in profile.features),
+        profile.rows,
+    )
+    return profile
 
 
 def _log_sklearn_model(

@@ -200,6 +200,40 @@ def test_the_version_carries_an_onnx_copy_proven_equal_on_the_test_split(
     )
 
 
+def test_the_version_carries_the_training_split_s_drift_profile(
+    server: MlflowServer, first_run: JobResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The profile is logged inside the model (the version pins it), counted on the
+    training split only: 455 of the 569 rows, as the split and its seed decide."""
+    import hashlib
+
+    import mlflow.artifacts
+    import numpy as np
+    from mlflow.models import Model
+    from sklearn.model_selection import train_test_split
+
+    from contract.drift_profile import PROFILE_FILE, DriftProfile, ProfileRecord, build_profile
+    from training.data import load_dataset
+
+    assert first_run.exit_code == 0, first_run.output
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL}/1"))
+    model = Model.load(str(local))
+    record = ProfileRecord.from_metadata(model.metadata)
+    assert record is not None and record.file == PROFILE_FILE
+    text = (local / PROFILE_FILE).read_bytes()
+    assert record.sha256 == hashlib.sha256(text).hexdigest()
+    profile = DriftProfile.from_json(text)
+    assert profile.feature_names == tuple(model.signature.inputs.input_names())
+    data = load_dataset("breast_cancer")
+    x_train, _, _, _ = train_test_split(
+        data.features, data.labels, test_size=0.2, stratify=data.labels, random_state=42
+    )
+    assert profile.rows == len(x_train) == 455
+    assert profile == build_profile(x_train, data.feature_names)
+    assert all(np.isclose(sum(f.shares), 1) for f in profile.features)
+
+
 def test_a_copy_that_fails_parity_registers_served_with_scikit_learn_saying_why(
     server: MlflowServer, first_run: JobResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
