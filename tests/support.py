@@ -52,6 +52,7 @@ __all__ = [
     "running_prometheus",
     "serving_http",
     "start_process",
+    "train_version",
     "under_ci",
     "wait_http_ok",
     "wait_until",
@@ -106,3 +107,25 @@ def serving_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def train_version(tracking_uri: str, name: str, log: Path, *args: str) -> str:
+    """`python -m training --smoke` registers one version of `name`; its number. The
+    first version of a name also becomes @champion (the training's own rule)."""
+    import subprocess
+
+    result = subprocess.run(
+        [
+            PYTHON, "-m", "training", "--tracking-uri", tracking_uri, "--model-name", name,
+            "--experiment", f"{name}-{log.stem}", "--smoke", *args,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise AssertionError(f"training {name} {args} failed ({log}):\n{result.stderr[-3000:]}")
+    return str(last_json(result.stdout)["version"])
