@@ -159,11 +159,19 @@ loadtest: demo-venv ## Headless locust against HOST (USERS, DURATION); CSV + HTM
 	  --summary-json $(LOADTEST_OUT)/summary.json $(LOADTEST_ARGS)
 	@echo "report: $(LOADTEST_OUT)/report.html  CSV: $(LOADTEST_OUT)/locust_*.csv  summary: $(LOADTEST_OUT)/summary.json"
 
-##@ Rollout (kind)
+##@ Rollout (kind, or the local demo with TARGET=local)
 # `python -m rollout` reaches the cluster through your kubeconfig (kind sets the
 # current context), MLflow and Prometheus through URLs: port-forward both first
-# (docs/rollouts.md). Exit codes: 0 ok/pass/promoted, 1 fail/rolled back, 2 refused or
+# (docs/rollouts.md). With ROLLOUT_TARGET=local (TARGET=local for short) the same
+# targets act on the local cluster `make demo` keeps in ROLLOUT_LOCAL_DIR. Exit codes: 0 ok/pass/promoted, 1 fail/rolled back, 2 refused or
 # bad flags, 3 inconclusive, 4 Kubernetes/MLflow/Prometheus error, 5 rollback failed.
+## where the rollout targets act: kubernetes (your kubeconfig) or local (`make demo`'s cluster); TARGET=local for short
+ROLLOUT_TARGET ?= kubernetes
+ifdef TARGET
+ROLLOUT_TARGET := $(TARGET)
+endif
+## the local cluster's folder, with ROLLOUT_TARGET=local
+ROLLOUT_LOCAL_DIR ?= $(DEMO_DIR)/cluster
 ## the InferenceService the rollout targets act on
 ISVC_NAME ?= $(MODEL_NAME)
 # Empty: the kubeconfig context's namespace.
@@ -213,10 +221,13 @@ run_rollout = code=0; $(ROLLOUT) $(1) || code=$$?; mkdir -p $(dir $(ROLLOUT_EXIT
   echo $$code > $(ROLLOUT_EXIT_FILE); \
   if [ $$code -ne 0 ]; then echo "python -m rollout exited $$code (make reports 2;" \
     "the tool's code is in $(ROLLOUT_EXIT_FILE))" >&2; fi; exit $$code
+# Locally there is no kubeconfig: one folder, one namespace (the one its objects name).
+ROLLOUT_CLUSTER = $(if $(filter local,$(ROLLOUT_TARGET)),--local-dir $(ROLLOUT_LOCAL_DIR), \
+  $(if $(ROLLOUT_NAMESPACE),--namespace $(ROLLOUT_NAMESPACE)) \
+  $(if $(KUBE_CONTEXT),--context $(KUBE_CONTEXT)))
 ROLLOUT_WHERE = --model-name $(MODEL_NAME) --isvc $(ISVC_NAME) \
   --tracking-uri $(MLFLOW_URL) --prometheus-url $(PROMETHEUS_URL) \
-  $(if $(ROLLOUT_NAMESPACE),--namespace $(ROLLOUT_NAMESPACE)) \
-  $(if $(KUBE_CONTEXT),--context $(KUBE_CONTEXT))
+  --target $(ROLLOUT_TARGET) $(ROLLOUT_CLUSTER)
 ROLLOUT_JUDGE = $(if $(ROLLOUT_MATCH),--match '$(ROLLOUT_MATCH)')
 CANARY_WHICH = $(if $(CANARY_VERSION),--version $(CANARY_VERSION),--alias $(CANARY_ALIAS))
 

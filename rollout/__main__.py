@@ -64,17 +64,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _controller(settings: Settings) -> int:
-    """kopf handles SIGTERM itself: it stops the watch, then our workers end their tick."""
-    from rollout.controller import run
+    """kopf handles SIGTERM itself: it stops the watch, then our workers end their tick
+    (locally, run_local does the same without kopf)."""
+    from rollout.controller import run, run_local
     from rollout.reconcile import ControllerConfig
+    from rollout.settings import LOCAL
 
     if settings.dry_run:
         raise ConfigError("the controller has no --dry-run; `auto --dry-run` shows the patches")
+    local = settings.target == LOCAL
     try:
-        config = ControllerConfig(settings.schedule, settings.poll_seconds, settings.grace_seconds)
+        config = ControllerConfig(
+            settings.schedule,
+            settings.poll_seconds,
+            settings.grace_seconds,
+            print_analyses=local,  # the demo shows each verdict table as it happens
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    return run(settings, config)
+    return run_local(settings, config) if local else run(settings, config)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from contract.uris import is_version_number, version_uri
 from rollout import isvc, report
 from rollout.analysis import Analysis, Verdict, evaluate
 from rollout.errors import ConfigError, ConflictError, ExitCode, RefusedError, UnreachableError
-from rollout.kube import InferenceServices, connect
+from rollout.kube import InferenceServiceApi, connect
 from rollout.lock import RENEW_EVERY_SECONDS, RolloutLock
 from rollout.plan import Outcome, run_schedule
 from rollout.prometheus import Prometheus, version_stats
 from rollout.registry import Registry
-from rollout.settings import Settings
+from rollout.settings import LOCAL, Settings
 from rollout.state import (
     RolloutState,
     check_can_promote,
@@ -56,7 +56,7 @@ class Rollout:
         settings: Settings,
         out: TextIO | None = None,
         *,
-        kube_factory: Callable[[Settings], InferenceServices] = lambda s: connect(s.kube),
+        kube_factory: Callable[[Settings], InferenceServiceApi] | None = None,
         registry_factory: Callable[[Settings], Registry] = lambda s: Registry(
             s.tracking_uri, s.model_name
         ),
@@ -64,25 +64,25 @@ class Rollout:
             s.prometheus_url
         ),
         lock_factory: Callable[[Rollout], RolloutLock] = lambda r: RolloutLock(
-            r.kube.api_client, r.kube.namespace, r.kube.name
+            r.kube.leases(), r.kube.name
         ),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self._lock_factory = lock_factory
         self.out = out or sys.stdout
-        self._kube_factory = kube_factory
+        self._kube_factory = kube_factory or connect_target
         self._registry_factory = registry_factory
         self._prometheus_factory = prometheus_factory
         self._sleep = sleep
-        self._kube: InferenceServices | None = None
+        self._kube: InferenceServiceApi | None = None
         self._registry: Registry | None = None
         self._prometheus: Prometheus | None = None
 
     # -- the outside systems, made on first use --------------------------------------------
 
     @property
-    def kube(self) -> InferenceServices:
+    def kube(self) -> InferenceServiceApi:
         if self._kube is None:
             self._kube = self._kube_factory(self.settings)
         return self._kube
@@ -420,6 +420,16 @@ class Rollout:
         self.registry_action("set_champion", version, status=PROMOTED, reason="(on success)")
         self.emit(report.json_line({"dry_run": True, "on_failure": "rollback", "version": version}))
         return ExitCode.OK
+
+
+def connect_target(settings: Settings) -> InferenceServiceApi:
+    """The InferenceService on the API server (`--target kubernetes`) or in the local
+    cluster's folder (`--target local`, rollout/local.py): the same surface."""
+    if settings.target == LOCAL:
+        from rollout.local import connect_local
+
+        return connect_local(settings.local_dir, settings.kube.name)
+    return connect(settings.kube)
 
 
 def backoff_seconds(attempt: int) -> float:

@@ -15,6 +15,12 @@ has started and every worker's last tick reached the API server, MLflow and
 Prometheus (or was refused for a stated reason). With ROLLOUT_WEBHOOK_SECRET set, the
 same port takes MLflow's signed webhook deliveries at `POST /webhook` (webhook.py): an
 alias event wakes the model's worker before its poll is due.
+
+`--target local` (`run_local`): the same Controller, Worker and Reconciler against the
+local cluster (rollout/local.py), without kopf, which is only the cluster's watch and
+dispatch: one worker for the InferenceService `--isvc`, `/metrics`, `/readyz` and
+`/healthz` on --metrics-port, each analysis's verdict table on stdout, and SIGTERM or
+SIGINT ending the tick in progress before the process exits.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +41,7 @@ from rollout import webhook
 from rollout.commands import Rollout
 from rollout.controller_metrics import ControllerMetrics
 from rollout.errors import RefusedError, RolloutError
-from rollout.kube import InferenceServices, connect
+from rollout.kube import InferenceServiceApi, InferenceServices, connect
 from rollout.reconcile import ControllerConfig, Reconciler
 from rollout.settings import Settings
 
@@ -92,7 +99,7 @@ class Controller:
         settings: Settings,
         config: ControllerConfig,
         *,
-        kube_factory: Callable[[Settings], InferenceServices] = lambda s: connect(s.kube),
+        kube_factory: Callable[[Settings], InferenceServiceApi] = lambda s: connect(s.kube),
         webhook_secret: str | None = None,
     ) -> None:
         self.settings = settings
@@ -199,13 +206,17 @@ def serve_metrics(controller: Controller, host: str, port: int) -> ThreadingHTTP
                     CONTENT_TYPE_LATEST,
                     generate_latest(controller.metrics.registry),
                 )
+            elif path == "/healthz":  # alive: the cluster's is kopf's, on --health-port
+                code, ctype, data = 200, "application/json", b'{"alive": true}'
             elif path == "/readyz":
                 ready, details = controller.readiness()
                 code, ctype = (200 if ready else 503), "application/json"
                 data = json.dumps(details).encode()
             else:
                 code, ctype = 404, "application/json"
-                data = json.dumps({"error": f"no {path}; try /metrics or /readyz"}).encode()
+                data = json.dumps(
+                    {"error": f"no {path}; try /metrics, /readyz or /healthz"}
+                ).encode()
             self._answer(code, ctype, data)
 
         def do_POST(self) -> None:
@@ -244,6 +255,7 @@ def build_registry(controller: Controller) -> Any:
         # The same configuration the CLI reads (kubeconfig, then the pod's service
         # account), asked again on every login, so a rotated token is read anew.
         services = controller.kube_factory(controller.settings)
+        assert isinstance(services, InferenceServices)  # kopf runs on Kubernetes only
         config = services.api_client.configuration
         token = config.get_api_key_with_prefix("authorization") or ""
         scheme, _space, credential = token.partition(" ")
@@ -320,4 +332,51 @@ def run(settings: Settings, config: ControllerConfig) -> int:
     finally:
         controller.stop()
         metrics_server.shutdown()
+    return 0
+
+
+def run_local(settings: Settings, config: ControllerConfig) -> int:
+    """The controller against the local cluster: one worker, no kopf; 0 on SIGTERM/SIGINT."""
+    from rollout.local import connect_local
+
+    def local(s: Settings) -> InferenceServiceApi:
+        return connect_local(s.local_dir, s.kube.name)
+
+    services = local(settings)
+    controller = Controller(
+        settings,
+        config,
+        kube_factory=local,
+        webhook_secret=os.environ.get(webhook.SECRET_ENV) or None,
+    )
+    model_name = controller.wanted(services.get())  # a missing object: refused, with its path
+    if model_name is None:
+        raise RefusedError(
+            f"{services.describe()} is not one the controller drives: its predictor serves "
+            "no models:/ URI in MODEL_URI (or --isvc names another)"
+        )
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: stopping after the tick in progress", signum)
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    metrics_server = serve_metrics(
+        controller, settings.controller_listen, settings.controller_metrics_port
+    )
+    logger.info(
+        "rollout controller (local cluster %s): metrics, /readyz and /healthz on :%d",
+        settings.local_dir,
+        settings.controller_metrics_port,
+    )
+    try:
+        controller.seen(services.namespace, services.name, model_name)
+        controller.started.set()
+        stopping.wait()
+    finally:
+        controller.stop()
+        metrics_server.shutdown()
+    logger.info("rollout controller stopped")
     return 0

@@ -10,10 +10,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rollout import isvc
 from rollout.errors import ConfigError, ConflictError, UnreachableError
+
+if TYPE_CHECKING:
+    from rollout.lock import LeaseStore
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,29 @@ def _first_kubeconfig(kubeconfig: str | None) -> Path | None:
     if missing:
         logger.warning("kubeconfig files that do not exist are skipped: %s", ", ".join(missing))
     return found[0]
+
+
+class InferenceServiceApi(Protocol):
+    """What the rollout uses of one InferenceService's API: the Kubernetes API server
+    (`InferenceServices`) or the local cluster (rollout/local.py)."""
+
+    namespace: str
+    name: str
+
+    @property
+    def path(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def get(self) -> isvc.Json: ...
+
+    def patch(self, body: isvc.Json, *, dry_run: bool = False) -> isvc.Json: ...
+
+    def post_event(self, obj: isvc.Json, kind: str, reason: str, message: str) -> None: ...
+
+    def leases(self) -> LeaseStore:
+        """Where the rollout lock (lock.py) is kept, beside the InferenceService."""
+        ...
 
 
 def connect(settings: KubeSettings) -> InferenceServices:
@@ -170,6 +196,11 @@ class InferenceServices:
             event_body(obj, kind, reason, message),
             _request_timeout=REQUEST_TIMEOUT_SECONDS,
         )
+
+    def leases(self) -> LeaseStore:
+        from rollout.lock import KubeLeases
+
+        return KubeLeases(self.api_client, self.namespace)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.exceptions import ApiException

@@ -18,6 +18,11 @@ with (leader election, node heartbeats), and the API server arbitrates it:
 
 Expiry compares the lease's `renewTime` with this machine's clock, so the clocks of
 the machines running `auto` must agree to well within the lease duration (180 s).
+
+Where the lease is stored is a `LeaseStore`: `KubeLeases` (the API server, through
+CoordinationV1Api) or, with `--target local`, the local cluster's `leases`
+(rollout/local.py). The logic above is the same on both: each store answers the
+lease as JSON, or NOT_FOUND / CONFLICT where the API server answers 404 / 409.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from rollout.errors import LockLostError, RefusedError, UnreachableError
 
@@ -54,9 +59,113 @@ def micro_time(at: float) -> str:
 
 
 def _timestamp(value: Any) -> float | None:
+    """A MicroTime as the stores answer it (RFC 3339 text), as Unix time; None if absent."""
+    if isinstance(value, str) and value:
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     return None
+
+
+NOT_FOUND = 404
+CONFLICT = 409
+"""What a store answers instead of the lease where the API server answers 404 / 409
+(409 also for AlreadyExists on create); every other failure is an UnreachableError."""
+
+Lease = dict[str, Any]
+
+
+class LeaseStore(Protocol):
+    """The leases of one namespace, with the API server's answers (lease JSON or 404/409)."""
+
+    namespace: str
+
+    def read(self, name: str) -> Lease | int: ...
+
+    def create(self, body: Lease, *, dry_run: bool) -> Lease | int: ...
+
+    def replace(self, name: str, body: Lease, *, dry_run: bool) -> Lease | int:
+        """PUT: the body carries the resourceVersion it was based on (else CONFLICT)."""
+        ...
+
+    def delete(self, name: str, resource_version: str) -> Lease | int:
+        """Delete with a resourceVersion precondition (CONFLICT when it moved)."""
+        ...
+
+
+class KubeLeases:
+    """`coordination.k8s.io/v1` Leases through the `kubernetes` client."""
+
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        from kubernetes import client
+
+        self._api = client.CoordinationV1Api(api_client)
+        self._serialize = api_client.sanitize_for_serialization
+        self.namespace = namespace
+
+    def read(self, name: str) -> Lease | int:
+        return self._call("read", name, self._api.read_namespaced_lease, name, self.namespace)
+
+    def create(self, body: Lease, *, dry_run: bool) -> Lease | int:
+        return self._call(
+            "create",
+            str(body["metadata"]["name"]),
+            self._api.create_namespaced_lease,
+            self.namespace,
+            body,
+            dry_run="All" if dry_run else None,
+        )
+
+    def replace(self, name: str, body: Lease, *, dry_run: bool) -> Lease | int:
+        return self._call(
+            "replace",
+            name,
+            self._api.replace_namespaced_lease,
+            name,
+            self.namespace,
+            body,
+            dry_run="All" if dry_run else None,
+        )
+
+    def delete(self, name: str, resource_version: str) -> Lease | int:
+        return self._call(
+            "release",
+            name,
+            self._api.delete_namespaced_lease,
+            name,
+            self.namespace,
+            body={"preconditions": {"resourceVersion": resource_version}},
+        )
+
+    def _call(self, what: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Lease | int:
+        """The API call's answer as JSON; the status for 404 / 409, raises otherwise."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        described = f"Lease {self.namespace}/{name}"
+        try:
+            answer = fn(*args, _request_timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
+        except ApiException as e:
+            if e.status in (NOT_FOUND, CONFLICT):
+                return int(e.status)
+            hint = (
+                "; the tool needs get, create, update and delete on leases "
+                "(coordination.k8s.io) in this namespace: docs/rollouts.md, 'Permissions'"
+                if e.status == 403
+                else ""
+            )
+            raise UnreachableError(
+                f"could not {what} {described}: HTTP {e.status} {e.reason}{hint}"
+            ) from e
+        except HTTPError as e:
+            raise UnreachableError(
+                f"the Kubernetes API server is unreachable while trying to {what} {described}: {e}"
+            ) from e
+        serialized = self._serialize(answer)
+        return serialized if isinstance(serialized, dict) else {}
 
 
 def new_holder_identity() -> str:
@@ -78,17 +187,14 @@ class RolloutLock:
 
     def __init__(
         self,
-        api_client: Any,
-        namespace: str,
+        store: LeaseStore,
         isvc_name: str,
         *,
         identity: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from kubernetes import client
-
-        self._api = client.CoordinationV1Api(api_client)
-        self.namespace = namespace
+        self._store = store
+        self.namespace = store.namespace
         self.name = lease_name(isvc_name)
         self.identity = identity or new_holder_identity()
         self._clock = clock
@@ -128,49 +234,25 @@ class RolloutLock:
             },
         }
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """The API call; returns the ApiException's status for 404 / 409, raises otherwise."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            return fn(*args, _request_timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
-        except ApiException as e:
-            if e.status in (404, 409):
-                return e.status
-            hint = (
-                "; the tool needs get, create, update and delete on leases "
-                "(coordination.k8s.io) in this namespace: docs/rollouts.md, 'Permissions'"
-                if e.status == 403
-                else ""
-            )
-            raise UnreachableError(
-                f"could not {what} {self.describe()}: HTTP {e.status} {e.reason}{hint}"
-            ) from e
-        except HTTPError as e:
-            raise UnreachableError(
-                f"the Kubernetes API server is unreachable while trying to {what} "
-                f"{self.describe()}: {e}"
-            ) from e
-
     def read(self) -> tuple[Holder, str] | None:
         """The current holder and the lease's resourceVersion; None when there is no lease."""
-        found = self._call("read", self._api.read_namespaced_lease, self.name, self.namespace)
-        if found == 404:
+        found = self._store.read(self.name)
+        if found == NOT_FOUND:
             return None
         if isinstance(found, int):
             raise UnreachableError(f"could not read {self.describe()}: HTTP {found}")
-        spec = found.spec
-        annotations = found.metadata.annotations or {}
+        spec = found.get("spec") or {}
+        metadata = found.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
         holder = Holder(
-            identity=str(spec.holder_identity or ""),
+            identity=str(spec.get("holderIdentity") or ""),
             version=annotations.get(VERSION_ANNOTATION),
-            acquired=_timestamp(spec.acquire_time),
-            renewed=_timestamp(spec.renew_time) or _timestamp(spec.acquire_time),
-            duration=int(spec.lease_duration_seconds or LEASE_SECONDS),
+            acquired=_timestamp(spec.get("acquireTime")),
+            renewed=_timestamp(spec.get("renewTime")) or _timestamp(spec.get("acquireTime")),
+            duration=int(spec.get("leaseDurationSeconds") or LEASE_SECONDS),
             annotations={str(k): str(v) for k, v in annotations.items()},
         )
-        return holder, str(found.metadata.resource_version)
+        return holder, str(metadata.get("resourceVersion"))
 
     def _expired(self, holder: Holder) -> bool:
         return not holder.identity or (
@@ -194,20 +276,14 @@ class RolloutLock:
         With `dry_run` the create goes to the server as a dry run (`dryRun=All`), so a
         missing permission shows now, and nothing is stored."""
         now = self._clock()
-        created = self._call(
-            "create",
-            self._api.create_namespaced_lease,
-            self.namespace,
-            self._body(version, now, None),
-            dry_run="All" if dry_run else None,
-        )
+        created = self._store.create(self._body(version, now, None), dry_run=dry_run)
         if not isinstance(created, int):
             if not dry_run:
-                self._resource_version = str(created.metadata.resource_version)
+                self._resource_version = _resource_version(created)
                 self._acquired_at = self._renewed_at = now
                 logger.info("took %s as %s", self.describe(), self.identity)
             return
-        if created != 409:
+        if created != CONFLICT:
             raise UnreachableError(f"could not create {self.describe()}: HTTP {created}")
         current = self.read()
         if current is None and retry:  # released between our create and our read
@@ -224,13 +300,8 @@ class RolloutLock:
             holder.identity,
             f"{now - (holder.renewed or now) - holder.duration:.0f}s ago",
         )
-        replaced = self._call(
-            "take over",
-            self._api.replace_namespaced_lease,
-            self.name,
-            self.namespace,
-            self._body(version, now, resource_version),
-            dry_run="All" if dry_run else None,
+        replaced = self._store.replace(
+            self.name, self._body(version, now, resource_version), dry_run=dry_run
         )
         if isinstance(replaced, int):  # 409: another contender took it first
             again = self.read()
@@ -242,7 +313,7 @@ class RolloutLock:
                 )
             )
         if not dry_run:
-            self._resource_version = str(replaced.metadata.resource_version)
+            self._resource_version = _resource_version(replaced)
             self._acquired_at = self._renewed_at = now
 
     def adopt(self) -> Holder | None:
@@ -281,12 +352,10 @@ class RolloutLock:
         if self._resource_version is None or now - self._renewed_at < RENEW_EVERY_SECONDS:
             return
         try:
-            replaced = self._call(
-                "renew",
-                self._api.replace_namespaced_lease,
+            replaced = self._store.replace(
                 self.name,
-                self.namespace,
                 self._body(version, self._acquired_at, self._resource_version),
+                dry_run=False,
             )
             if isinstance(replaced, int):  # 404 / 409: gone or changed; whose is it now?
                 current = self.read()
@@ -302,7 +371,7 @@ class RolloutLock:
                 self._renewed_at = now - RENEW_EVERY_SECONDS  # due again: renew on this one
                 self.renew_if_due(version)
                 return
-            self._resource_version = str(replaced.metadata.resource_version)
+            self._resource_version = _resource_version(replaced)
             self._renewed_at = now
         except LockLostError:
             raise
@@ -320,17 +389,15 @@ class RolloutLock:
             return
         resource_version, self._resource_version = self._resource_version, None
         try:
-            deleted = self._call(
-                "release",
-                self._api.delete_namespaced_lease,
-                self.name,
-                self.namespace,
-                body={"preconditions": {"resourceVersion": resource_version}},
-            )
+            deleted = self._store.delete(self.name, resource_version)
         except UnreachableError as e:
             logger.warning("%s; it expires on its own %ss after its last renewal", e, LEASE_SECONDS)
             return
-        if deleted == 409:
+        if deleted == CONFLICT:
             logger.warning("%s changed hands before we released it; left as it is", self.describe())
         elif not isinstance(deleted, int):
             logger.info("released %s", self.describe())
+
+
+def _resource_version(lease: Lease) -> str:
+    return str((lease.get("metadata") or {}).get("resourceVersion"))

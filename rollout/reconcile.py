@@ -58,6 +58,9 @@ class ControllerConfig:
     """How often the registry is asked for a new @challenger while no rollout runs."""
     grace_seconds: float = 120.0
     """How long a step's analysis may fail to run (Prometheus down) before rolling back."""
+    print_analyses: bool = False
+    """Print each analysis's verdict table (and its JSON line) to stdout, as the CLI's
+    `auto` does: the local mode's (`make demo` shows them); in the cluster, the log line."""
 
     def __post_init__(self) -> None:
         if self.poll_seconds <= 0 or self.grace_seconds < 0:
@@ -91,8 +94,7 @@ class Reconciler:
         if self._lock is None:
             kube = self.rollout.kube
             self._lock = RolloutLock(
-                kube.api_client,
-                kube.namespace,
+                kube.leases(),
                 kube.name,
                 identity=CONTROLLER_IDENTITY,
                 clock=self.clock,
@@ -267,13 +269,14 @@ class Reconciler:
         elapsed = now - progress.step_started
         if elapsed < schedule.soak_seconds:
             return schedule.soak_seconds - elapsed
+        window = f"{max(1, math.ceil(elapsed))}s"
         try:
-            analysis = self.rollout.collect(
-                progress.stable or "", version, f"{max(1, math.ceil(elapsed))}s"
-            )
+            analysis = self.rollout.collect(progress.stable or "", version, window)
         except UnreachableError as e:
             return self._unjudged(obj, progress, now, e)
         self.metrics.count_analysis(self.model, analysis.verdict)
+        if self.config.print_analyses:
+            self.rollout.print_analysis(analysis, window)
         decision, reason = decide_step(analysis, percent, elapsed, schedule)
         logger.info(
             "%s: analysis of version %s at %s %% after %.0fs: %s (%s)",

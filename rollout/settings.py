@@ -1,8 +1,8 @@
 """Typed settings of `python -m rollout` and the parser that fills them.
 
 Flags after the subcommand; where a setting has a well-known environment variable
-(`MODEL_NAME`, `MLFLOW_TRACKING_URI`, `PROMETHEUS_URL`, `ISVC_NAME`, `KUBECONFIG`)
-its default comes from there.
+(`MODEL_NAME`, `MLFLOW_TRACKING_URI`, `PROMETHEUS_URL`, `ISVC_NAME`, `KUBECONFIG`,
+`ROLLOUT_TARGET`, `ROLLOUT_LOCAL_DIR`) its default comes from there.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from rollout.plan import Schedule
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
+KUBERNETES, LOCAL = "kubernetes", "local"
+TARGETS = (KUBERNETES, LOCAL)
+DEFAULT_LOCAL_DIR = ".demo/cluster"
+"""Where `make demo` keeps its local cluster (contract/local_cluster.py)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class Settings:
     """`controller --listen`: the address of /metrics, /readyz and /healthz."""
     controller_metrics_port: int = 9090
     controller_health_port: int = 8080
+    target: str = KUBERNETES
+    """`--target`: the Kubernetes API (kubeconfig) or `local`, the demo's local cluster."""
+    local_dir: str = DEFAULT_LOCAL_DIR
+    """`--local-dir`: the local cluster's folder (with `--target local`)."""
 
 
 def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -90,6 +98,20 @@ def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None
         help="kubeconfig file(s) (env KUBECONFIG; default ~/.kube/config, then in-cluster)",
     )
     group.add_argument("--context", help="kubeconfig context (default: the current one)")
+    target = env.get("ROLLOUT_TARGET") or KUBERNETES
+    group.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=target,  # checked in settings_from_args: a mistyped env must not fall back
+        help="where the InferenceService is: the Kubernetes API, or `local`, the folder "
+        f"`make demo` keeps it in (env ROLLOUT_TARGET; default {KUBERNETES})",
+    )
+    group.add_argument(
+        "--local-dir",
+        default=env.get("ROLLOUT_LOCAL_DIR") or DEFAULT_LOCAL_DIR,
+        help="the local cluster's folder, with --target local (env ROLLOUT_LOCAL_DIR; "
+        f"default {DEFAULT_LOCAL_DIR})",
+    )
     group.add_argument(
         "--dry-run",
         action="store_true",
@@ -307,6 +329,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         version_ref = CHALLENGER
     if args.command == "analyze" and get("stable") is not None and get("canary") is None:
         raise ConfigError("--stable needs --canary (or give neither to read the cluster)")
+    target = str(get("target") or KUBERNETES)
+    if target not in TARGETS:
+        raise ConfigError(
+            f"--target (or ROLLOUT_TARGET) must be one of {', '.join(TARGETS)}, got {target!r}"
+        )
     model_name = str(args.model_name).strip()
     if not model_name:
         raise ConfigError("--model-name is empty")
@@ -338,4 +365,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         controller_listen=str(get("listen") or "0.0.0.0"),
         controller_metrics_port=int(get("metrics_port") or 9090),
         controller_health_port=int(get("health_port") or 8080),
+        target=target,
+        local_dir=str(get("local_dir") or DEFAULT_LOCAL_DIR),
     )

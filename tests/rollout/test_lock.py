@@ -65,7 +65,7 @@ class Clock:
 def lock_for(fake_api: FakeApiServer, kubeconfig: Path) -> Any:
     def make(identity: str, clock: Clock) -> RolloutLock:
         kube = connect(KubeSettings("model", NAMESPACE, str(kubeconfig)))
-        return RolloutLock(kube.api_client, NAMESPACE, "model", identity=identity, clock=clock)
+        return RolloutLock(kube.leases(), "model", identity=identity, clock=clock)
 
     return make
 
