@@ -20,7 +20,7 @@ import csv
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,13 +318,14 @@ def test_canary_with_a_shifted_class_mix_fails_the_drift_check(
 
 class Router:
     """Knative's part, played on the real predictors: sends V2 traffic split as the
-    InferenceService in the recording API server says (canaryTrafficPercent to the
-    version its MODEL_URI names, the rest to @champion's), until stopped; bounded."""
+    InferenceService's predictor spec (`read_predictor`: from the recording API server or
+    the local cluster) says (canaryTrafficPercent to the version its MODEL_URI names, the
+    rest to @champion's), until stopped; bounded."""
 
-    def __init__(self, world: World, fake_api: Any, path: str) -> None:
+    def __init__(self, world: World, read_predictor: Callable[[], dict[str, Any]]) -> None:
         import threading
 
-        self.world, self.fake_api, self.path = world, fake_api, path
+        self.world, self.read_predictor = world, read_predictor
         self.by_version = {v: role for role, v in world.versions.items()}
         self.stopping = threading.Event()
         self.sent: Counter[str] = Counter()
@@ -341,7 +342,7 @@ class Router:
             if self.stopping.is_set() or time.monotonic() > deadline:
                 return
             if i % 50 == 0:
-                predictor = self.fake_api.get(self.path)["spec"]["predictor"]
+                predictor = self.read_predictor()
                 env = {e["name"]: e["value"] for e in predictor["containers"][0]["env"]}
                 latest = self.by_version[env["MODEL_URI"].rsplit("/", 1)[1]]
                 stable = self.by_version[client.get_registered_model(MODEL).aliases["champion"]]
@@ -384,7 +385,7 @@ def test_the_controller_promotes_refuses_and_rolls_back_on_real_metrics(
         )
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(kubeconfig_yaml(fake_api.url, NAMESPACE, TOKEN))
-        router = Router(world, fake_api, path)
+        router = Router(world, lambda: fake_api.get(path)["spec"]["predictor"])
         router.thread.start()
         stack.callback(router.thread.join, 10)
         stack.callback(router.stopping.set)
@@ -430,4 +431,79 @@ def test_the_controller_promotes_refuses_and_rolls_back_on_real_metrics(
         assert spec["canaryTrafficPercent"] == 0
         env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
         assert env["MODEL_URI"] == f"models:/{MODEL}/{versions['healthy']}"
+        assert router.sent["flipped"] > 0
+
+
+def test_the_local_controller_promotes_and_rolls_back_on_real_metrics(
+    world: World, tmp_path: Path
+) -> None:
+    """`controller --target local`: the same rollouts against the local cluster, judged on
+    the real Prometheus's numbers: a healthy challenger promoted, a flipped one rolled
+    back, each decision an Event in events.jsonl and each analysis a verdict table."""
+    from mlflow import MlflowClient
+
+    from contract.local_cluster import INFERENCE_SERVICES, LocalCluster
+    from tests.rollout.fake_apiserver import inference_service
+    from tests.rollout.helpers import NAMESPACE
+
+    client = MlflowClient(world.tracking_uri)
+    versions = world.versions
+    for role in ("healthy", "flipped"):  # a fresh start, whichever test ran before
+        for tag in ("rollout_status", "rollout_reason"):
+            client.delete_model_version_tag(MODEL, versions[role], tag)
+    client.set_registered_model_alias(MODEL, "champion", versions["stable"])
+    client.set_registered_model_alias(MODEL, "challenger", versions["healthy"])
+    cluster = LocalCluster(tmp_path / "cluster")
+    obj = inference_service(MODEL, NAMESPACE, f"models:/{MODEL}/{versions['stable']}")
+    status = obj.pop("status")
+    for server_field in ("resourceVersion", "generation"):
+        obj["metadata"].pop(server_field)
+    cluster.create(INFERENCE_SERVICES, obj)
+    # Ready, as KServe reports it; the rollout reads nothing else of the status to decide.
+    cluster.update_status(INFERENCE_SERVICES, MODEL, status)
+
+    def predictor() -> dict[str, Any]:
+        return dict(cluster.get(INFERENCE_SERVICES, MODEL)["spec"]["predictor"])
+
+    with ExitStack() as stack:
+        router = Router(world, predictor)
+        router.thread.start()
+        stack.callback(router.thread.join, 10)
+        stack.callback(router.stopping.set)
+        controller = start_process(
+            [
+                PYTHON, "-m", "rollout", "controller", "--target", "local",
+                "--local-dir", str(cluster.folder), "--isvc", MODEL, "--model-name", MODEL,
+                "--tracking-uri", world.tracking_uri, "--prometheus-url", world.prometheus_url,
+                "--listen", "127.0.0.1", "--metrics-port", str(free_port()),
+                "--steps", "20,100", "--soak", "4", "--interval", "1", "--step-timeout", "90",
+                "--min-requests", "30", "--p99-slack", P99_SLACK, "--poll", "0.5",
+                "--grace", "20",
+            ],
+            tmp_path / "controller.log",
+        )  # fmt: skip
+        stack.callback(controller.stop)
+
+        def reasons() -> list[str]:
+            assert controller.alive(), controller.log()
+            return [str(e["reason"]) for e in cluster.events()]
+
+        wait_until(lambda: "RolloutPromoted" in reasons(), 180, "the healthy promotion")
+        assert client.get_registered_model(MODEL).aliases["champion"] == versions["healthy"]
+        assert reasons() == ["RolloutStarted", "RolloutPromoted"], controller.log()
+        assert "canaryTrafficPercent" not in predictor()
+        assert "verdict: PASS" in controller.log()  # the table, as `auto` prints it
+
+        client.set_registered_model_alias(MODEL, "challenger", versions["flipped"])
+        wait_until(lambda: "RolloutRolledBack" in reasons(), 180, "the flipped rollback")
+        event = cluster.events()[-1]
+        assert "class_drift" in event["message"] and "at 20 %" in event["message"], event
+        assert event["type"] == "Warning" and event["involvedObject"]["name"] == MODEL
+        tags = client.get_model_version(MODEL, versions["flipped"]).tags
+        assert tags["rollout_status"] == "rejected" and "class_drift" in tags["rollout_reason"]
+        spec = predictor()
+        assert spec["canaryTrafficPercent"] == 0
+        env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+        assert env["MODEL_URI"] == f"models:/{MODEL}/{versions['healthy']}"
+        assert "verdict: FAIL" in controller.log()
         assert router.sent["flipped"] > 0
