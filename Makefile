@@ -309,6 +309,9 @@ KIND_VALUES ?= charts/mlops/ci/kind-values.yaml
 # Extra flags for `helm upgrade --install`, e.g. --set training.settings.smoke=true.
 ## extra flags for `helm upgrade --install`
 HELM_ARGS ?=
+# Extra flags for the render of `make train`'s Job, e.g. -f values-with-another-dataset.yaml.
+## extra flags for the Job `make train` renders (e.g. -f VALUES)
+TRAIN_HELM_ARGS ?=
 ## how long `make deploy` waits for the release
 DEPLOY_TIMEOUT ?= 20m
 # Local port of the port-forward to Kourier that `make smoke` uses.
@@ -346,7 +349,7 @@ deploy: ## helm upgrade --install the chart (the first install trains the first 
 
 .PHONY: train
 train: ## Run one more training Job on the cluster (registers a new version, moves @challenger).
-	$(KIND_ENV) scripts/kind-train.sh
+	$(KIND_ENV) TRAIN_HELM_ARGS="$(TRAIN_HELM_ARGS)" scripts/kind-train.sh
 
 .PHONY: smoke
 smoke: ## One V2 request to the InferenceService through Kourier (a port-forward), printed.

@@ -2,6 +2,8 @@
 # `make train`: one more training run on the cluster, as a Job of its own. The chart's Job
 # template is rendered with the release's own values and a unique `training.runSuffix`
 # (the chart runs training only on install; `helm upgrade` never retrains).
+# TRAIN_HELM_ARGS adds flags to that render, e.g. `-f my-values.yaml` for another dataset
+# mounted from a ConfigMap (tests/e2e/flipped-values.yaml); split on spaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,7 @@ KUBECTL="${KUBECTL:-kubectl}"
 HELM="${HELM:-helm}"
 TIMEOUT_SECONDS="${TRAIN_TIMEOUT_SECONDS:-1800}"
 K=("$KUBECTL" --context "$KUBE_CONTEXT" -n "$NAMESPACE")
+read -r -a extra <<<"${TRAIN_HELM_ARGS:-}"
 
 values="$(mktemp)"
 trap 'rm -f "$values"' EXIT
@@ -25,7 +28,7 @@ if [ -z "$kube_version" ]; then
 fi
 job="$("$HELM" template "$RELEASE" charts/mlops -n "$NAMESPACE" -f "$values" \
   --kube-version "$kube_version" \
-  --set training.enabled=true --set-string training.runSuffix="$suffix" \
+  "${extra[@]}" --set training.enabled=true --set-string training.runSuffix="$suffix" \
   --show-only templates/training-job.yaml | "${K[@]}" create -f - -o name)"
 echo "started $job"
 

@@ -237,7 +237,13 @@ def test_make_train_renders_for_the_cluster_s_kubernetes_version(tmp_path: Path)
             "logs": '{"status": "registered", "version": "2"}',
         },
     )
-    settings = {"RELEASE": "mlops", "NAMESPACE": "mlops", "KUBE_CONTEXT": "kind-mlops"}
+    settings = {
+        "RELEASE": "mlops",
+        "NAMESPACE": "mlops",
+        "KUBE_CONTEXT": "kind-mlops",
+        # The e2e tier's flipped-label run (tests/e2e/flipped.py) adds its values file.
+        "TRAIN_HELM_ARGS": "-f tests/e2e/flipped-values.yaml",
+    }
     done = subprocess.run(
         ["bash", "scripts/kind-train.sh"],
         cwd=REPO_ROOT,
@@ -250,6 +256,8 @@ def test_make_train_renders_for_the_cluster_s_kubernetes_version(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     [template] = [line for line in log.read_text().splitlines() if " template " in line]
     assert "--kube-version v1.34.0 " in template, template
+    # After the release's own values, so the extra file wins.
+    assert " -f tests/e2e/flipped-values.yaml --set training.enabled=true " in template, template
 
 
 # The keys Knative Serving reads from config-features (knative/serving

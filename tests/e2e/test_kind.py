@@ -2,7 +2,10 @@
 Ready and answering V2 through Kourier, `helm test`, then a rollout driven by the chart's
 values: a canary at 10 % where both versions answer, a promotion, and a rolled-back canary;
 then `python -m rollout` itself (start, analyze, promote, rollback, auto) with nothing but
-the chart's rollout ServiceAccount token, so its Role is proven sufficient.
+the chart's rollout ServiceAccount token, so its Role is proven sufficient; last the
+in-cluster controller (`rollout.controller.enabled`): a new version promoted and a
+flipped-label one rolled back with no command typed, and `make deploy` with a new image
+after the promotion keeping the promoted version.
 
 Runs only against a reachable kind cluster (`make kind-up` first, or CI's workflow);
 anywhere else it is skipped with the reason. MLOPS_E2E_REQUIRED=1 turns the skip into a
@@ -28,6 +31,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.e2e import flipped
 from tests.support import REPO_ROOT, Process, free_port, start_process, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +43,10 @@ RELEASE = NAMESPACE
 MODEL = "breast-cancer"
 # A short training run whose model does not depend on timing noise: runs 2 and 3 then
 # reproduce run 1 and pass the no-regression gate.
-TRAINING_VALUES = "--set training.settings.smoke=true --set training.settings.latencyMargin=0"
+TRAINING_VALUES = " ".join(
+    f"--set training.settings.{key}={str(value).lower()}"
+    for key, value in flipped.E2E_TRAINING_SETTINGS.items()
+)
 # The rollout tool's own ServiceAccount and Role: the e2e runs it with that identity only.
 DEPLOY_VALUES = f"{TRAINING_VALUES} --set rollout.rbac.create=true"
 ROLLOUT_ACCOUNT = f"{RELEASE}-rollout"  # `<fullname>-rollout`; the release names the chart
@@ -107,9 +114,10 @@ class Ingress:
     host: str
     forward: Process
 
-    def infer(self) -> dict[str, Any]:
+    def infer(self, row: list[float] | None = None) -> dict[str, Any]:
+        data = [0.5] * 30 if row is None else row
         body = {"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP64",
-                            "data": [0.5] * 30}]}  # fmt: skip
+                            "data": data}]}  # fmt: skip
         response = requests.post(
             f"{self.url}/v2/models/{MODEL}/infer",
             json=body,
@@ -121,17 +129,23 @@ class Ingress:
         return answer
 
     @contextmanager
-    def sampled(self, seconds: float = 1500) -> Iterator[Counter[str]]:
+    def sampled(
+        self, seconds: float = 1500, rows: list[list[float]] | None = None
+    ) -> Iterator[Counter[str]]:
         """Keep asking in the background while the block runs (bounded in time), counting
-        answers by model version and failures as `failed`."""
+        answers by model version and failures as `failed`; with `rows`, cycling through
+        them (real rows, for a predicted-class mix the analysis can judge)."""
         seen: Counter[str] = Counter()
         stop = threading.Event()
 
         def ask() -> None:
             deadline = time.monotonic() + seconds
+            sent = 0
             while not stop.is_set() and time.monotonic() < deadline:
+                row = rows[sent % len(rows)] if rows else None
+                sent += 1
                 try:
-                    seen[str(self.infer()["model_version"])] += 1
+                    seen[str(self.infer(row)["model_version"])] += 1
                 except (AssertionError, requests.RequestException):
                     seen["failed"] += 1
                     time.sleep(0.2)
@@ -231,8 +245,9 @@ def wait_for_new_ready_revision(before: str, timeout: float = 900) -> None:
     wait_until(ready, timeout, f"a ready revision after {before}", interval=5)
 
 
-def train_new_version() -> str:
-    done = run("make", "train", *MAKE_SETTINGS, timeout=2400)
+def train_new_version(*train_helm_args: str) -> str:
+    extra = [f"TRAIN_HELM_ARGS={' '.join(train_helm_args)}"] if train_helm_args else []
+    done = run("make", "train", *MAKE_SETTINGS, *extra, timeout=2400)
     summary = json.loads(
         next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{"))
     )
@@ -327,6 +342,12 @@ class RolloutTool:
 
         client = MlflowClient(tracking_uri=self.tracking_uri)
         return str(client.get_model_version_by_alias(MODEL, "champion").version)
+
+    def tags(self, version: str) -> dict[str, str]:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        return dict(client.get_model_version(MODEL, version).tags)
 
 
 def port_forward(target: str, namespace: str, port: int, folder: Any) -> tuple[str, Process]:
@@ -509,19 +530,83 @@ def test_the_controller_promotes_a_new_version_with_no_command_typed(
                    interval=10)  # fmt: skip
     assert version in seen, seen
     wait_for_split([100])
-    events = kubectl("-n", NAMESPACE, "get", "events", "--field-selector",
-                     f"involvedObject.name={MODEL}", "-o", "json").stdout  # fmt: skip
-    reasons = [e["reason"] for e in json.loads(events)["items"]]
+    reasons = [e["reason"] for e in isvc_events()]
     assert "RolloutStarted" in reasons and "RolloutPromoted" in reasons, reasons
+    tags = rollout_tool.tags(version)
+    assert tags["rollout_status"] == "promoted" and "rollout_decision" in tags, tags
     metrics = kubectl("-n", NAMESPACE, "get", "--raw",
                       f"/api/v1/namespaces/{NAMESPACE}/pods/{controller_pod()}:9090/proxy/metrics"
                       ).stdout  # fmt: skip
     assert f'rollout_phase{{model_name="{MODEL}",phase="idle"}} 1.0' in metrics
     # One owner: an upgrade that changes the container keeps the promoted version.
     helm_upgrade("predictor.maxBatchSize=512")
-    env = inference_service()["spec"]["predictor"]["containers"][0]["env"]
-    assert {e["name"]: e.get("value") for e in env}["MODEL_URI"] == f"models:/{MODEL}/{version}"
+    assert served_model_uri() == f"models:/{MODEL}/{version}"
     assert set(ingress.versions(count=30)) == {version}
+
+
+def test_make_deploy_with_a_new_image_after_a_promotion_keeps_the_promoted_version(
+    rollout_tool: RolloutTool, ingress: Ingress
+) -> None:
+    """Issue 17's failure: the deploy that ships new code must neither fail nor reset the
+    promoted MODEL_URI (the chart renders it from the live object with the controller on)."""
+    promoted = rollout_tool.champion()
+    before = predictor_status()["latestCreatedRevision"]
+    tag = "0.0.0-e2e-redeploy"  # same build, new tag: a new image reference everywhere
+    run("make", "images", *MAKE_SETTINGS, f"IMAGE_TAG={tag}", timeout=3600)
+    run("make", "deploy", *MAKE_SETTINGS, f"IMAGE_TAG={tag}", timeout=3600)
+    wait_for_new_ready_revision(before)
+    wait_for_split([100])
+    predictor = inference_service()["spec"]["predictor"]
+    assert predictor["containers"][0]["image"].endswith(f":{tag}")
+    assert "canaryTrafficPercent" not in predictor
+    assert served_model_uri() == f"models:/{MODEL}/{promoted}"
+    assert set(ingress.versions(count=30)) == {promoted}
+    assert rollout_tool.champion() == promoted
+
+
+def test_the_controller_rolls_back_a_flipped_label_model_with_no_command_typed(
+    rollout_tool: RolloutTool, ingress: Ingress, tmp_path: Any
+) -> None:
+    """A model trained on the breast-cancer data with its labels flipped passes every
+    offline gate (tests/rollout/test_analysis_prometheus.py proves it with the Job's own
+    environment) and becomes @challenger; the controller starts its canary on its own, the
+    class mix of live traffic fails the analysis, and it rolls back: the decision in an
+    Event, in MLflow's tags, @champion unchanged, all traffic on stable."""
+    from sklearn.datasets import load_breast_cancer
+
+    stable = rollout_tool.champion()
+    config_map = tmp_path / "flipped-config-map.json"
+    config_map.write_text(json.dumps(flipped.config_map(NAMESPACE)))
+    kubectl("apply", "-f", str(config_map))
+    rows = [[float(v) for v in row] for row in load_breast_cancer().data]
+    with ingress.sampled(seconds=1800, rows=rows) as seen:
+        version = train_new_version("-f", str(flipped.VALUES_FILE.relative_to(REPO_ROOT)))
+        wait_until(
+            lambda: rollout_tool.tags(version).get("rollout_status") == "rejected",
+            1500, "the controller's rollback", interval=10,
+        )  # fmt: skip
+    assert version in seen, seen  # its canary took traffic before it was judged
+    tags = rollout_tool.tags(version)
+    assert "class_drift" in tags["rollout_reason"], tags
+    assert "rollout_decision" in tags, tags
+    assert rollout_tool.champion() == stable
+    rolled_back = [e for e in isvc_events() if e["reason"] == "RolloutRolledBack"]
+    assert rolled_back and "class_drift" in rolled_back[-1]["message"], rolled_back
+    wait_for_split([0, 100])
+    assert served_model_uri() == f"models:/{MODEL}/{stable}"
+    assert set(ingress.versions(count=60)) == {stable}
+
+
+def isvc_events() -> list[dict[str, Any]]:
+    events = kubectl("-n", NAMESPACE, "get", "events", "--field-selector",
+                     f"involvedObject.name={MODEL}", "-o", "json").stdout  # fmt: skip
+    items: list[dict[str, Any]] = json.loads(events)["items"]
+    return items
+
+
+def served_model_uri() -> str:
+    env = inference_service()["spec"]["predictor"]["containers"][0]["env"]
+    return str({e["name"]: e.get("value") for e in env}["MODEL_URI"])
 
 
 def controller_pod() -> str:

@@ -10,13 +10,16 @@ The versions:
 - schema: trained on a CSV with only the first 10 features. Clients keep sending the
   30 features the stable version takes, so this canary answers every request with a
   400 (`outcome="invalid"`), the realistic fault of a model whose input schema changed.
-- flipped: trained on a CSV whose labels are swapped; it serves without an error but
-  calls most benign tumours malignant, so its predicted-class mix shifts.
+- flipped: the e2e tier's deliberately worse model (tests/e2e/flipped.py), trained
+  exactly as its Job runs on kind: the environment of the chart's rendered training Job,
+  every gate on, against @champion = stable. It passes the gates and becomes
+  @challenger (the e2e's premise), serves without an error, but calls most benign
+  tumours malignant, so its predicted-class mix shifts.
 """
 
 from __future__ import annotations
 
-import csv
+import os
 import subprocess
 import time
 from collections import Counter
@@ -33,6 +36,7 @@ from sklearn.datasets import load_breast_cancer
 
 from rollout import queries
 from rollout.__main__ import main
+from tests.e2e import flipped
 from tests.support import (
     PYTHON,
     REPO_ROOT,
@@ -63,24 +67,17 @@ P99_SLACK = "0.25"
 
 
 def write_csv(path: Path, columns: int, flip: bool) -> Path:
-    data = load_breast_cancer()
-    names = [str(n) for n in data.feature_names[:columns]]
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([*names, "target"])
-        for row, label in zip(data.data, data.target, strict=True):
-            # target 0 is malignant; the flipped set calls it benign and vice versa
-            malignant = (label == 0) != flip
-            writer.writerow([*row[:columns].tolist(), "malignant" if malignant else "benign"])
+    path.write_text(flipped.breast_cancer_csv(columns, flip=flip))
     return path
 
 
 def train(server: MlflowServer, role: str, folder: Path) -> subprocess.Popen[str]:
+    if role == "flipped":
+        return train_as_the_e2e_job(server, folder)
     dataset = {
         "stable": [],
         "healthy": ["--seed", "7"],
         "schema": ["--dataset", str(write_csv(folder / "ten-features.csv", 10, flip=False))],
-        "flipped": ["--dataset", str(write_csv(folder / "flipped.csv", 30, flip=True))],
     }[role]
     return subprocess.Popen(
         [
@@ -95,6 +92,36 @@ def train(server: MlflowServer, role: str, folder: Path) -> subprocess.Popen[str
     )  # fmt: skip
 
 
+def train_as_the_e2e_job(server: MlflowServer, folder: Path) -> subprocess.Popen[str]:
+    """`python -m training` with the environment of the Job that `make train
+    TRAIN_HELM_ARGS="-f tests/e2e/flipped-values.yaml"` renders for the e2e release (its
+    gates, its candidates), only the registry, the model's name and the CSV's place
+    changed: the ConfigMap's file is written where this process can read it."""
+    from tests.chart.render import render
+
+    values = flipped.flipped_values()
+    values["training"]["settings"].update(flipped.E2E_TRAINING_SETTINGS)
+    values["training"]["runSuffix"] = "e2e"
+    job = render(values).one("Job", "-train-e2e")
+    csv_file = folder / flipped.CSV_KEY
+    csv_file.write_text(flipped.config_map("mlops-e2e")["data"][flipped.CSV_KEY])
+    home = folder / "job-home"
+    env = flipped.job_environment(
+        job, MLFLOW_TRACKING_URI=server.url, MODEL_NAME=MODEL, DATASET=str(csv_file),
+        HOME=str(home), MPLCONFIGDIR=str(home / "matplotlib"),
+        TRAINING_JOB_UID="e2e-flipped-job", PATH=os.environ.get("PATH", ""),
+    )  # fmt: skip
+    assert "MIN_MALIGNANT_RECALL" in env and "DATASET" in env  # the chart's settings
+    return subprocess.Popen(
+        [PYTHON, "-m", "training"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+
+
 @dataclass
 class World:
     prometheus_url: str
@@ -103,6 +130,8 @@ class World:
     """Role -> registry version."""
     predictors: dict[str, str]
     """Role -> base URL."""
+    summaries: dict[str, dict[str, Any]]
+    """Role -> the training run's JSON summary."""
     sent: Counter[str] = field(default_factory=Counter)
     """Requests sent per role, over the whole module."""
     answers: dict[str, Counter[Any]] = field(default_factory=dict)
@@ -113,12 +142,22 @@ def world(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     require_binary("prometheus")  # before training, not after it
     folder = tmp_path_factory.mktemp("analysis")
     # Training runs in parallel (own experiments); the versions come from their summaries.
-    jobs = {role: train(mlflow_server, role, folder) for role in ROLES}
-    versions = {}
-    for role, job in jobs.items():
-        out, err = job.communicate(timeout=600)
-        assert job.returncode == 0, f"training {role} failed:\n{err[-3000:]}"
-        versions[role] = str(last_json(out)["version"])
+    # The flipped run comes last, with stable as @champion: its no-regression gate
+    # compares with that, as on the cluster.
+    from mlflow import MlflowClient
+
+    summaries: dict[str, dict[str, Any]] = {}
+    for wave in (ROLES[:-1], ROLES[-1:]):
+        if "stable" in summaries:
+            MlflowClient(mlflow_server.url).set_registered_model_alias(
+                MODEL, "champion", str(summaries["stable"]["version"])
+            )
+        jobs = {role: train(mlflow_server, role, folder) for role in wave}
+        for role, job in jobs.items():
+            out, err = job.communicate(timeout=600)
+            assert job.returncode == 0, f"training {role} failed:\n{err[-3000:]}"
+            summaries[role] = last_json(out)
+    versions = {role: str(summary["version"]) for role, summary in summaries.items()}
     with ExitStack() as stack:
         predictors: dict[str, str] = {}
         processes: dict[str, Process] = {}
@@ -140,7 +179,7 @@ def world(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
                 processes[role], f"{url}/v2/models/{MODEL}/ready", 180, f"the {role} predictor"
             )
         prometheus_url = start_prometheus(folder, list(predictors.values()), stack)
-        yield World(prometheus_url, mlflow_server.url, versions, predictors)
+        yield World(prometheus_url, mlflow_server.url, versions, predictors, summaries)
 
 
 def start_prometheus(folder: Path, targets: list[str], stack: ExitStack) -> str:
@@ -292,6 +331,22 @@ def test_canary_with_a_changed_input_schema_fails_the_success_ratio(
     # It predicted nothing, so the class mix cannot be judged; the verdict is still fail.
     assert report["checks"]["class_drift"]["status"] == "inconclusive"
     assert report["reason"].startswith("success_ratio: canary success 0.0000")
+
+
+def test_the_e2e_s_flipped_label_model_passes_every_gate_and_becomes_challenger(
+    world: World,
+) -> None:
+    """The premise of the e2e rollback: no offline gate stops this model, so only the
+    canary's analysis on live traffic can."""
+    summary = world.summaries["flipped"]
+    assert summary["status"] == "registered", summary["reasons"]
+    gates = {gate["name"]: gate["passed"] for gate in summary["gates"]}
+    assert gates and all(gates.values()), summary["gates"]
+    assert "no_regression_vs_champion" in gates  # judged against stable, @champion
+    champion = next(g for g in summary["gates"] if g["name"] == "no_regression_vs_champion")
+    assert f"(@champion version {world.versions['stable']})" in champion["detail"], champion
+    assert summary["aliases_set"] == ["challenger"]
+    assert summary["dataset"] == flipped.CSV_KEY.removesuffix(".csv")  # the CSV it read
 
 
 def test_canary_with_a_shifted_class_mix_fails_the_drift_check(
