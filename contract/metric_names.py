@@ -57,6 +57,10 @@ drift profile (serving/feature_drift.py); 30 features x 10 bins = 300 series a v
 FEATURE_REFERENCE_SHARE = "inference_feature_reference_share"
 """Gauge: model_name, model_version, feature, bin. The training split's share of the bin."""
 
+PAYLOAD_LOG_EVENTS = "inference_payload_log_events_total"
+"""Counter: outcome (`sent`, `dropped`: the queue was full, `failed`: the sink refused or
+was away); only with `LOGGER_URL` set (serving/payload_logger.py)."""
+
 HISTOGRAMS = (REQUEST_DURATION, BATCH_SIZE)
 FAMILIES = (
     REQUESTS,
@@ -67,6 +71,7 @@ FAMILIES = (
     MODEL_LOAD_SECONDS,
     FEATURE_BIN,
     FEATURE_REFERENCE_SHARE,
+    PAYLOAD_LOG_EVENTS,
 )
 
 # --- recorded by the chart's PrometheusRule, per model version ----------------------------

@@ -74,6 +74,15 @@ class PredictorMetrics:
         )
         self.feature_drift = FeatureDriftCollector(registry)
 
+        self.payload_log_events = Counter(
+            names.PAYLOAD_LOG_EVENTS,
+            "Payload-log CloudEvents the predictor posted to LOGGER_URL (sent), could not "
+            "queue because the sink was slow or down (dropped), or the sink did not take "
+            "(failed).",
+            [names.OUTCOME],
+            registry=registry,
+        )
+
     def bind(
         self,
         model_name: str,

@@ -24,7 +24,7 @@ import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from time import perf_counter
+from time import perf_counter, time
 from typing import Any, TypeVar
 
 import orjson
@@ -51,6 +51,7 @@ from serving.errors import (
 from serving.http_protocol import protocol_class
 from serving.metadata import PLATFORM
 from serving.model import Active, RegistryModel
+from serving.payload_logger import Exchange, PayloadLogger, request_id
 
 JSON = "application/json"
 T = TypeVar("T")
@@ -193,10 +194,17 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class PredictorRoutes:
     """The routes in front of KServe's, bound to one `RegistryModel`."""
 
-    def __init__(self, model: RegistryModel, dataplane: Any, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        model: RegistryModel,
+        dataplane: Any,
+        max_body_bytes: int,
+        payload_log: PayloadLogger | None = None,
+    ) -> None:
         self.model = model
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
+        self.payload_log = payload_log
         # One thread: large bodies are decoded one at a time, off the event loop, so a
         # few clients sending costly bodies queue behind each other while health checks
         # and small requests go on being answered.
@@ -260,6 +268,7 @@ class PredictorRoutes:
         return self.model.target(params["model_name"], params.get("model_version"))
 
     async def v2_infer(self, request: Request) -> Response:
+        received = time() if self.payload_log is not None else 0.0
         model = self.model
         active = self._target(request)
         header_length = request.headers.get(binary.HEADER)
@@ -268,7 +277,7 @@ class PredictorRoutes:
         body = await request.body()
         spec = active.model.spec
 
-        def decode() -> codec.DecodedRequest:
+        def decode() -> tuple[codec.DecodedRequest, bytes]:
             inflated = _decoded(body, encoding, self.max_body_bytes)
             if header_length is None:
                 text, raw = inflated, None
@@ -276,14 +285,21 @@ class PredictorRoutes:
                 text, raw = binary.split(inflated, header_length)
             check_structure(text, spec.n_features, model.max_batch_size)
             payload = codec.parse_json(text, spec)
-            return codec.decode_v2(payload, spec, model.max_batch_size, raw)
+            return codec.decode_v2(payload, spec, model.max_batch_size, raw), inflated
 
-        decoded = await self.off_loop(decode, large=len(body) > OFF_LOOP_BYTES or bool(encoding))
+        decoded, inflated = await self.off_loop(
+            decode, large=len(body) > OFF_LOOP_BYTES or bool(encoding)
+        )
         prediction = model.infer(active, decoded.features)
         content, json_length = codec.encode_v2(
             prediction, decoded, model.name, active.model.version
         )
         if json_length is None:
+            if self.payload_log is not None and header_length is None:
+                answered = time()
+                self.payload_log.log(
+                    Exchange(request_id(request.headers), inflated, content, received, answered)
+                )
             return Response(content, media_type=JSON)
         return Response(
             content,
@@ -401,9 +417,11 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
         grace_period: int = 30,
         timeout_keep_alive: int = 65,
         event_loop: str = "auto",
+        payload_log: PayloadLogger | None = None,
     ) -> None:
         self.model = model
         self.max_body_bytes = max_body_bytes
+        self.payload_log = payload_log
         self.app = FastAPI(
             title="KServe ModelServer",
             docs_url=None,
@@ -456,7 +474,9 @@ class PredictorRESTServer(RESTServer):  # type: ignore[misc]
 
     def _register_endpoints(self, app: FastAPI) -> None:
         app.router.routes.extend(
-            PredictorRoutes(self.model, self.dataplane, self.max_body_bytes).routes()
+            PredictorRoutes(
+                self.model, self.dataplane, self.max_body_bytes, self.payload_log
+            ).routes()
         )
         app.router.routes.append(Route(REPOSITORY_PATH, no_repository, methods=REPOSITORY_METHODS))
         # Deviation from KServe: its V2 router always mounts the repository extension's

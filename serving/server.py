@@ -19,7 +19,9 @@ from kserve.protocol.dataplane import DataPlane
 
 from contract import upstream
 from serving.grpc_service import PredictorGRPCServer
+from serving.metrics import default_metrics
 from serving.model import RegistryModel
+from serving.payload_logger import PayloadLogger
 from serving.rest import PredictorRESTServer
 from serving.settings import Settings
 
@@ -54,6 +56,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
             grace_period=settings.grace_period,
         )
         self.settings = settings
+        self._payload_log: PayloadLogger | None = None
         self.dataplane = ReadyDataPlane(model_registry=self.registered_models)
 
     def rest_server(self, model: RegistryModel) -> PredictorRESTServer:
@@ -71,7 +74,24 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
             grace_period=self.grace_period,
             timeout_keep_alive=self.settings.timeout_keep_alive,
             event_loop=self.settings.event_loop,
+            payload_log=self.payload_log(),
         )
+
+    def payload_log(self) -> PayloadLogger | None:
+        """The predictor's own payload logger, when `LOGGER_URL` is set (stopped with it)."""
+        s = self.settings
+        if s.logger_url is None:
+            return None
+        if self._payload_log is None:
+            self._payload_log = PayloadLogger(
+                s.logger_url,
+                s.logger_mode,
+                s.model_name,
+                default_metrics().payload_log_events,
+                queue_size=s.logger_queue_size,
+            )
+            logger.info("posting %s payloads to %s (LOGGER_URL)", s.logger_mode, s.logger_url)
+        return self._payload_log
 
     def start(self, models: list[Any]) -> None:
         """Listen on HTTP (and gRPC), then load `models[0]` in the background."""
@@ -121,4 +141,6 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
         # signal handling stops ours.
         if self._rest_server is not None:
             self._rest_server._server.should_exit = True
+        if self._payload_log is not None:
+            self._payload_log.close()
         super().stop(sig)

@@ -21,6 +21,8 @@ from serving.errors import ConfigError
 # against 13-15 ms), so the predictor's default is asyncio's.
 DEFAULT_EVENT_LOOP = "asyncio"
 MODEL_RUNTIMES = ("auto", "onnx", "sklearn")
+LOGGER_MODES = ("all", "request", "response")
+"""`LOGGER_MODE`'s choices, KServe's `logger.mode` (serving.payload_logger.LOGGER_MODES)."""
 """`MODEL_RUNTIME`'s choices (serving.loader.RUNTIME_CHOICES, without importing numpy)."""
 
 
@@ -81,6 +83,15 @@ class Settings:
     feature_drift: bool = True
     """Count served rows into the bins of the version's drift profile (`FEATURE_DRIFT`);
     a version without a profile is served without counting either way."""
+    logger_url: str | None = None
+    """Where the predictor posts each answered request and response as KServe's payload
+    logger would (`LOGGER_URL`): the prediction log's URL. Unset (the default, and in the
+    cluster, where KServe's agent does it): nothing is posted."""
+    logger_mode: str = "all"
+    """What is posted (`LOGGER_MODE`, as KServe's `logger.mode`): all, request, response."""
+    logger_queue_size: int = 1000
+    """Exchanges waiting to be posted (`LOGGER_QUEUE_SIZE`); past it they are dropped
+    (counted), never waited for."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -121,11 +132,27 @@ class Settings:
             problems.append(
                 f"MODEL_RUNTIME {self.model_runtime!r}: choose from {', '.join(MODEL_RUNTIMES)}"
             )
+        problems += self._logger_problems()
         if self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
             # The image leaves uvloop out: asyncio's loop, the default, did better here.
             problems.append("--event-loop uvloop: uvloop is not installed (asyncio needs nothing)")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _logger_problems(self) -> list[str]:
+        problems = []
+        if self.logger_url is not None and not re.match(r"^https?://[^/\s]+", self.logger_url):
+            problems.append(
+                f"LOGGER_URL {self.logger_url!r} must be an http:// or https:// URL, "
+                "e.g. http://127.0.0.1:8082/"
+            )
+        if self.logger_mode not in LOGGER_MODES:
+            problems.append(
+                f"LOGGER_MODE {self.logger_mode!r}: choose from {', '.join(LOGGER_MODES)}"
+            )
+        if self.logger_queue_size < 1:
+            problems.append(f"LOGGER_QUEUE_SIZE must be at least 1, got {self.logger_queue_size}")
+        return problems
 
     def _http_problems(self) -> list[str]:
         problems = []
@@ -239,6 +266,7 @@ def add_arguments(
         ),
         ("registry_timeout_seconds", float, "timeout of one registry call"),
         ("grpc_max_pending_calls", int, "gRPC calls that may wait to be taken up"),
+        ("logger_queue_size", int, "exchanges waiting to be posted to LOGGER_URL"),
     ):
         variable = flag.upper()
         group.add_argument(
@@ -259,6 +287,18 @@ def add_arguments(
         default=env.get("MODEL_RUNTIME", default_of("model_runtime")),
         help="auto: ONNX Runtime where the version's ONNX copy passed parity, else "
         "scikit-learn; onnx or sklearn forces one (env MODEL_RUNTIME; default auto)",
+    )
+    group.add_argument(
+        "--logger_url",
+        default=env.get("LOGGER_URL") or None,
+        help="post every answered request and response as KServe's payload-logger "
+        "CloudEvents to this URL, e.g. the prediction log's (env LOGGER_URL; default: off)",
+    )
+    group.add_argument(
+        "--logger_mode",
+        choices=LOGGER_MODES,
+        default=env.get("LOGGER_MODE", default_of("logger_mode")),
+        help="what LOGGER_URL gets: all, request or response (env LOGGER_MODE; default all)",
     )
     group.add_argument(
         "--access_log",
@@ -310,4 +350,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         event_loop=args.event_loop,
         model_runtime=args.model_runtime,
         feature_drift=args.feature_drift,
+        logger_url=args.logger_url,
+        logger_mode=args.logger_mode,
+        logger_queue_size=args.logger_queue_size,
     )

@@ -13,6 +13,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "REPO_ROOT",
     "MlflowServer",
     "Process",
+    "RunningSink",
     "free_port",
     "http_ok",
     "last_json",
@@ -82,6 +84,15 @@ def running_prometheus(folder: Path, config: dict[str, Any]) -> Iterator[str]:
     """A real `prometheus` (skipped, or failed under CI, when it is not installed)."""
     with services.running_prometheus(require_binary("prometheus"), folder, config) as url:
         yield url
+
+
+@dataclass(frozen=True)
+class RunningSink:
+    """The prediction-log sink of a test session (tests/conftest.py `sink`)."""
+
+    url: str
+    database_url: str
+    log: Path
 
 
 @contextmanager

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from tests.predictionlog.conftest import RunningSink
 from tests.predictionlog.events import (
     REQUEST,
     RESPONSE,
@@ -22,7 +21,7 @@ from tests.predictionlog.events import (
     v2_request,
     v2_response,
 )
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, RunningSink
 
 pytestmark = pytest.mark.integration
 

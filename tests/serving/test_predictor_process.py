@@ -26,6 +26,7 @@ from tests.support import (
     REPO_ROOT,
     MlflowServer,
     Process,
+    RunningSink,
     free_port,
     http_ok,
     last_json,
@@ -514,3 +515,79 @@ def test_a_predictor_started_during_a_registry_outage_turns_ready_when_it_return
             if registry is not None:
                 registry.stop()
     assert exit_code == 0, predictor.process.log()
+
+
+def test_with_logger_url_each_answered_exchange_is_stored_once_in_the_prediction_log(
+    registered: Registered, sink: RunningSink, tmp_path: Path
+) -> None:
+    from tests.predictionlog.events import rows
+
+    running = start_predictor(
+        f"models:/{registered.name}@champion",
+        registered.server.url,
+        tmp_path / "predictor.log",
+        env={"LOGGER_URL": f"{sink.url}/", "LOGGER_MODE": "all"},
+    )
+    try:
+        wait_until(running.ready, 120, "the predictor to be ready")
+        ids = [f"exchange-{uuid.uuid4().hex[:10]}" for _ in range(5)]
+        for event_id in ids:
+            answer = running.post(
+                f"/v2/models/{SERVED_NAME}/infer",
+                json=infer_body(ROWS),
+                headers={"ce-id": event_id},
+            )
+            assert answer.status_code == 200
+        refused = running.post(
+            f"/v2/models/{SERVED_NAME}/infer", data=b"not json", headers={"ce-id": f"{ids[0]}-bad"}
+        )
+        assert refused.status_code == 400
+
+        def stored() -> list[dict[str, Any]]:
+            return rows(sink.database_url, "id LIKE %s", (f"{ids[0][:9]}%",))
+
+        wait_until(
+            lambda: len([r for r in stored() if r["id"] in ids and r["response"]]) == len(ids),
+            30,
+            "the predictor's events in the prediction log",
+        )
+        samples = scrape(running)
+    finally:
+        running.process.stop()
+
+    found = [r for r in stored() if r["id"] in ids or r["id"] == f"{ids[0]}-bad"]
+    assert sorted(r["id"] for r in found) == sorted(ids)  # each once; the 400 not at all
+    for row in found:
+        assert row["model_version"] == registered.version
+        assert row["request"] == infer_body(ROWS)
+        assert [o["name"] for o in row["response"]["outputs"]] == [
+            "label",
+            "probabilities",
+            "class_name",
+        ]
+        assert 0 <= row["latency_seconds"] < 5
+    assert samples[("inference_payload_log_events_total", (("outcome", "sent"),))] == 10
+    assert samples.get(("inference_payload_log_events_total", (("outcome", "dropped"),)), 0) == 0
+
+
+def test_with_the_sink_down_requests_are_answered_and_the_failed_posts_counted(
+    registered: Registered, tmp_path: Path
+) -> None:
+    running = start_predictor(
+        f"models:/{registered.name}@champion",
+        registered.server.url,
+        tmp_path / "predictor.log",
+        env={"LOGGER_URL": f"http://127.0.0.1:{free_port()}/", "LOGGER_MODE": "request"},
+    )
+    try:
+        wait_until(running.ready, 120, "the predictor to be ready")
+        statuses = [
+            running.post(f"/v2/models/{SERVED_NAME}/infer", json=infer_body(ROWS)).status_code
+            for _ in range(3)
+        ]
+        failed = ("inference_payload_log_events_total", (("outcome", "failed"),))
+        wait_until(lambda: scrape(running).get(failed) == 3, 30, "three failed posts counted")
+    finally:
+        running.process.stop()
+    assert statuses == [200] * 3
+    assert "did not take an event" in running.process.log()
