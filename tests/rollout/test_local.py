@@ -21,8 +21,9 @@ import requests
 
 from contract.local_cluster import INFERENCE_SERVICES, LEASES, LocalCluster
 from rollout.__main__ import main
-from rollout.errors import ConfigError, RefusedError
-from rollout.local import LocalLeases
+from rollout.commands import Rollout
+from rollout.errors import ConfigError, ConflictError, RefusedError
+from rollout.local import LocalInferenceServices, LocalLeases
 from rollout.lock import LEASE_SECONDS, RolloutLock
 from rollout.progress import ANNOTATION
 from rollout.settings import build_parser, settings_from_args
@@ -389,3 +390,81 @@ def test_local_controller_killed_mid_soak_resumes_on_restart(
     # No second start: only the 50 % step and the promotion changed the spec.
     assert stored(cluster, name)["metadata"]["generation"] == started_at + 2
     assert registry_model.aliases()["champion"] == "2"
+
+
+class WriterInBetween(LocalInferenceServices):
+    """The local serving process writing the object between the rollout's read and its
+    patch, once: `edit()` runs just before the first patch is applied."""
+
+    def __init__(self, cluster: LocalCluster, name: str, edit: Callable[[], None]) -> None:
+        super().__init__(cluster, name)
+        self.edit, self.patches = edit, 0
+
+    def patch(self, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        self.patches += 1
+        if self.patches == 1:
+            self.edit()
+        return super().patch(body, dry_run=dry_run)
+
+
+def local_rollout(
+    cluster: LocalCluster, registry_model: RegistryModel, edit: Callable[[], None]
+) -> tuple[Rollout, WriterInBetween]:
+    args = build_parser({}).parse_args(
+        ["start", "--target", "local", "--local-dir", str(cluster.folder),
+         "--model-name", registry_model.name, "--tracking-uri", registry_model.tracking_uri]
+    )  # fmt: skip
+    writer = WriterInBetween(cluster, registry_model.name, edit)
+    return Rollout(
+        settings_from_args(args), kube_factory=lambda _: writer, sleep=lambda _: None
+    ), writer
+
+
+def test_a_status_write_between_read_and_patch_is_retried_a_spec_change_stops_us(
+    cluster: LocalCluster, registry_model: RegistryModel
+) -> None:
+    name = registry_model.name
+    status = stored(cluster, name)["status"]
+
+    def status_write() -> None:
+        cluster.update_status(INFERENCE_SERVICES, name, {**status, "url": "http://moved"})
+
+    rollout, writer = local_rollout(cluster, registry_model, status_write)
+    assert rollout.start() == 0
+    assert writer.patches == 2  # 409 on the stale resourceVersion, then rebuilt and sent
+    after = stored(cluster, name)
+    assert after["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert after["status"]["url"] == "http://moved"  # the other writer's change survives
+
+    def spec_write() -> None:
+        cluster.merge_patch(INFERENCE_SERVICES, name, {"spec": {"predictor": {"minReplicas": 2}}})
+
+    rollout, writer = local_rollout(cluster, registry_model, spec_write)
+    with pytest.raises(ConflictError, match="someone changed the spec"):
+        rollout.do_rollback("stop")
+    assert stored(cluster, name)["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+def test_auto_on_the_local_cluster_takes_and_releases_the_lock(
+    cluster: LocalCluster,
+    registry_model: RegistryModel,
+    rollout: Callable[..., tuple[int, str]],
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    prometheus = canned({"1": HEALTHY, "2": HEALTHY})
+    judged = ["--prometheus-url", prometheus.url, "--steps", "50,100", "--soak", "0",
+              "--interval", "0.1", "--step-timeout", "3", "--min-requests", "100"]  # fmt: skip
+    # While another holder (the controller) has the lease, `auto` is refused up front.
+    holder = RolloutLock(LocalLeases(cluster, NAMESPACE), registry_model.name, identity="other")
+    holder.acquire("2")
+    code, _ = rollout("auto", *judged)
+    assert code == 2 and "holds Lease mlops/" in caplog.text
+    assert "canaryTrafficPercent" not in stored(cluster, registry_model.name)["spec"]["predictor"]
+    holder.release()
+
+    code, out = rollout("auto", *judged)
+    assert code == 0, out
+    assert "verdict: PASS" in out and json.loads(out.splitlines()[-1])["outcome"] == "promoted"
+    assert registry_model.aliases()["champion"] == "2"
+    assert cluster.list_objects(LEASES) == []  # released
