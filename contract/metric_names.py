@@ -78,10 +78,19 @@ FAMILIES = (
 RECORDED_REQUESTS_RATE = "model_version:inference_requests:rate5m"
 RECORDED_ERROR_RATIO = "model_version:inference_error_ratio:rate5m"
 RECORDED_P99 = "model_version:inference_request_duration_seconds:p99_5m"
+RECORDED_FEATURE_SERVED_SHARE = "model_version:inference_feature_served_share:rate30m"
+"""Per version, feature and bin: the bin's share of the rows served in the last 30 minutes
+(only where the window holds enough rows to judge)."""
 RECORDED_FEATURE_PSI = "model_version:inference_feature_psi:rate30m"
 """Per version and feature: the population stability index of the served rows of the
 last 30 minutes against the training split's shares."""
-RECORDED = (RECORDED_REQUESTS_RATE, RECORDED_ERROR_RATIO, RECORDED_P99)
+RECORDED = (
+    RECORDED_REQUESTS_RATE,
+    RECORDED_ERROR_RATIO,
+    RECORDED_P99,
+    RECORDED_FEATURE_SERVED_SHARE,
+    RECORDED_FEATURE_PSI,
+)
 
 
 # --- series others export, which the chart's rules and dashboard may read -----------------

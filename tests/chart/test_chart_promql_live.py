@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,11 +197,113 @@ def scraped(predictor: Predictor, registry: MlflowServer, prometheus: str) -> st
     return prometheus
 
 
+@dataclass(frozen=True)
+class Drifted:
+    """Rows of the data set with one feature shifted by two standard deviations, sent
+    after the other traffic, and the window of Prometheus' samples that holds them only."""
+
+    prometheus: str
+    feature: int
+    rows: Any
+    at: float
+    """Evaluation time: just after the first scrape that saw every row."""
+    window: str
+    """From just before the last scrape before the rows: `increase()` over it is theirs."""
+
+
+def last_scrape(prometheus: str) -> float:
+    found = query(prometheus, f"max(timestamp({names.FEATURE_BIN}))")
+    return float(found[0]["value"][1]) if found else 0.0
+
+
+@pytest.fixture(scope="module")
+def drifted(predictor: Predictor, scraped: str) -> Drifted:
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    rows = load_breast_cancer().data.astype(np.float64)
+    feature = 0  # mean radius
+    rows[:, feature] += 2 * rows[:, feature].std()
+    # A scrape after the earlier traffic: the window starts just before it, so rate()
+    # over it sees these rows only.
+    quiet = time.time()
+    wait_until(lambda: last_scrape(scraped) > quiet, 30, "a scrape after the traffic", 0.2)
+    base = last_scrape(scraped)
+    for start in range(0, len(rows), 20):  # 29 requests of at most 20 rows
+        batch = rows[start : start + 20]
+        body = {"inputs": [{"name": "features", "shape": list(batch.shape), "datatype": "FP64",
+                            "data": batch.ravel().tolist()}]}  # fmt: skip
+        response = requests.post(f"{predictor.url}/v2/models/{MODEL}/infer", json=body, timeout=10)
+        assert response.status_code == 200, response.text
+    sent = time.time()
+    wait_until(lambda: last_scrape(scraped) > sent, 30, "a scrape after the drifted rows", 0.2)
+    at = last_scrape(scraped) + 0.002
+    window = f"{round((at - base) * 1000) + 2}ms"
+    return Drifted(scraped, feature, rows, at, window)
+
+
+def expected_psi(profile: Any, rows: Any, floor: float = 0.0001) -> list[float]:
+    """PSI per feature in Python, from the profile the version was registered with."""
+    import numpy as np
+
+    from contract.drift_profile import bin_indices
+
+    out = []
+    for j, f in enumerate(profile.features):
+        served = np.bincount(bin_indices(rows[:, j], f.edges), minlength=f.bins) / len(rows)
+        p, q = np.maximum(served, floor), np.maximum(np.asarray(f.shares), floor)
+        out.append(float(((p - q) * np.log(p / q)).sum()))
+    return out
+
+
+def test_rows_shifted_on_one_feature_make_its_psi_exceed_the_threshold_and_no_other(
+    drifted: Drifted,
+    registry: MlflowServer,
+    default_render: Rendered,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The recording rules' expressions, with their 30-minute window narrowed to the
+    drifted rows' (the test cannot wait half an hour), through the HTTP API."""
+    import mlflow.artifacts
+
+    from contract.drift_profile import PROFILE_FILE, DriftProfile
+
+    expressions = rule_expressions(default_render)
+    window = f"[{drifted.window}]"
+    served = expressions[names.RECORDED_FEATURE_SERVED_SHARE].replace("[30m]", window)
+    psi_expr = expressions[names.RECORDED_FEATURE_PSI].replace(
+        names.RECORDED_FEATURE_SERVED_SHARE, f"({served})"
+    )
+    psi = {
+        s["metric"]["feature"]: float(s["value"][1])
+        for s in query(drifted.prometheus, psi_expr, at=drifted.at)
+    }
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.url)  # models:/ reads the registry's
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL}/1")
+    profile = DriftProfile.from_json((Path(local) / PROFILE_FILE).read_bytes())
+    threshold = default_render.values["monitoring"]["prometheusRule"]["featureDriftPsiThreshold"]
+    shifted = profile.features[drifted.feature].name
+    assert set(psi) == set(profile.feature_names)
+    assert psi[shifted] > threshold, psi
+    others = {name: value for name, value in psi.items() if name != shifted}
+    assert max(others.values()) < threshold, others
+    # The same numbers as counted in Python from the registered profile (rate()'s
+    # extrapolation over the window's last millisecond aside).
+    expected = dict(zip(profile.feature_names, expected_psi(profile, drifted.rows), strict=True))
+    assert psi == pytest.approx(expected, rel=0.01, abs=1e-4)
+    # And the alert's expression picks that feature, had it held for featureDriftFor.
+    alert = expressions["InferenceFeatureDrift"].replace(
+        names.RECORDED_FEATURE_PSI, f"({psi_expr})"
+    )
+    fired = query(drifted.prometheus, alert, at=drifted.at)
+    assert [s["metric"]["feature"] for s in fired] == [shifted]
+
+
 def test_every_rule_expression_evaluates_on_real_scrapes(
     scraped: str, default_render: Rendered
 ) -> None:
     expressions = rule_expressions(default_render)
-    assert len(expressions) == 9
+    assert len(expressions) == 12
     for expr in expressions.values():
         query(scraped, expr)  # asserts success; an empty result is fine for a quiet alert
     # The recording rules see the predictor's traffic, split by version and outcome.
@@ -228,17 +331,19 @@ def test_a_healthy_predictor_raises_no_alert(scraped: str, default_render: Rende
 
 
 def test_every_dashboard_expression_evaluates_and_shows_the_traffic(
-    scraped: str, default_render: Rendered
+    scraped: str, drifted: Drifted, default_render: Rendered
 ) -> None:
     expressions = dashboard_expressions(default_render, grafana_variables(default_render))
     assert len(expressions) >= 25
-    # The recording rules the stat row reads need a first evaluation with the traffic.
-    wait_until(
-        lambda: bool(query(scraped, names.RECORDED_P99)),
-        30,
-        "the recording rules to evaluate",
-        interval=0.5,
-    )
+    # The recording rules the stat row and the drift panel read need a first evaluation
+    # with the traffic (the drift rules: enough rows, which the drifted ones add).
+    for recorded in (names.RECORDED_P99, names.RECORDED_FEATURE_PSI):
+        wait_until(
+            lambda r=recorded: bool(query(scraped, r)),  # type: ignore[misc]
+            30,
+            "the recording rules to evaluate",
+            interval=0.5,
+        )
     empty = [name for name, expr in expressions.items() if not query(scraped, expr)]
     # Every series exists from the first scrape (the error counter at 0), so every panel
     # has data after real traffic.
@@ -256,6 +361,8 @@ def test_every_dashboard_expression_evaluates_and_shows_the_traffic(
     assert [float(s["value"][1]) for s in restarts] == [0.0]
     statuses = query(scraped, expressions["MLflow requests per second by status / A"])
     assert "200" in {s["metric"]["status"] for s in statuses}
+    top = query(scraped, expressions["Top drifting features per version (PSI, 30m) / A"])
+    assert {s["metric"]["model_version"] for s in top} == {"1"} and len(top) == 5
 
 
 def test_every_ratio_panel_yields_values_between_0_and_1(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from contract import metric_names as names
 from demo import flow
 from tests.chart import demo_rules
 from tests.chart.render import Rendered, render, write_rule_groups, write_rules
@@ -49,6 +50,7 @@ def test_the_issue_s_alerts_are_there(default_render: Rendered) -> None:
         "InferenceModelNotLoaded",
         "InferenceCanaryErrorRatioWorse",
         "InferenceCanaryLatencyWorse",
+        "InferenceFeatureDrift",
     }
 
 
@@ -61,7 +63,7 @@ def test_promtool_check_rules_accepts_the_rendered_rules(
         [promtool, "check", "rules", str(rules)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 9 rules found" in done.stdout
+    assert "SUCCESS: 12 rules found" in done.stdout
 
 
 def test_promtool_unit_tests_pass(default_render: Rendered, tmp_path: Path) -> None:
@@ -96,6 +98,38 @@ def test_promtool_tests_fail_when_an_expectation_is_wrong(
     done = promtool_test_rules(tmp_path)
     assert done.returncode != 0
     assert "InferenceErrorRatioHigh" in done.stdout + done.stderr
+
+
+def test_the_drift_tests_fail_when_the_psi_or_its_floor_is_wrong(
+    default_render: Rendered, tmp_path: Path
+) -> None:
+    """The feature-drift cases catch a PSI without its floor (an empty bin would make it
+    infinite) and a threshold the drifted case no longer crosses."""
+    for old, new in (("0.0001)", "0)"), ("> 0.2", "> 5")):
+        groups = copy.deepcopy(default_render.one("PrometheusRule")["spec"]["groups"])
+        for group in groups:
+            for r in group["rules"]:
+                if r.get("record") == names.RECORDED_FEATURE_PSI or (
+                    r.get("alert") == "InferenceFeatureDrift"
+                ):
+                    r["expr"] = r["expr"].replace(old, new)
+        folder = tmp_path / new.strip("> )")
+        folder.mkdir()
+        write_rule_groups(groups, folder)
+        done = promtool_test_rules(folder)
+        assert done.returncode != 0, (old, new)
+        assert "inference_feature_psi" in done.stdout + done.stderr or (
+            "InferenceFeatureDrift" in done.stdout + done.stderr
+        )
+
+
+def test_the_drift_values_reach_the_rules() -> None:
+    values = {"featureDriftPsiThreshold": 0.3, "featureDriftMinRows": 50, "featureDriftFor": "1h"}
+    rule = render({"monitoring": {"prometheusRule": values}}).one("PrometheusRule")
+    rules = {r.get("record") or r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert rules["InferenceFeatureDrift"]["expr"].strip().endswith("> 0.3")
+    assert rules["InferenceFeatureDrift"]["for"] == "1h"
+    assert rules[names.RECORDED_FEATURE_SERVED_SHARE]["expr"].strip().endswith(">= 50")
 
 
 def test_every_alert_links_its_own_section_of_the_runbook(default_render: Rendered) -> None:

@@ -369,6 +369,7 @@ def test_the_dashboard_is_found_by_the_grafana_sidecar_and_shows_what_matters(
         "memory per predictor pod",
         "restarts per predictor pod",
         "mlflow requests",
+        "top drifting features per version",
     ):
         assert topic in titles, topic
     # The version rows split every query by model version (pod counts aside).
