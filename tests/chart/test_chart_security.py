@@ -15,7 +15,9 @@ from tests.chart.validation import containers_of, object_name
 pytestmark = pytest.mark.chart
 
 # Env var names that carry credentials; their value must come from a Secret.
-CREDENTIAL_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|BACKEND_STORE_URI|_DSN$")
+CREDENTIAL_NAME = re.compile(
+    r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|BACKEND_STORE_URI|DATABASE_URL|_DSN$"
+)
 
 
 def effective(pod_spec: dict[str, Any], container: dict[str, Any], field: str) -> Any:
