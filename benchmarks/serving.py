@@ -1,6 +1,7 @@
 """V2 REST throughput and latency of the predictor, against a minimal `kserve.Model` and
 a bare starlette endpoint serving the same model, plus start → ready time, resident
-memory, and what the per-request metrics and the optional access log cost.
+memory, and what the per-request metrics, the feature-drift counting and the optional
+access log cost.
 
 The servers run pinned to one core and `wrk` drives them from the other. The machine
 may be shared, so the servers take turns: each (concurrency, batch) cell runs every
@@ -13,14 +14,17 @@ local `mlflow server`: the logistic-regression pipeline, a 50-tree random forest
 
 Environment: BENCH_DURATION (seconds per round, default 3), BENCH_ROUNDS (default 3),
 BENCH_CONCURRENCY (default 1,8,32), BENCH_BATCHES (default 1,32), BENCH_STARTS (start →
-ready samples per placement, default 5).
+ready samples per placement, default 5), BENCH_DRIFT_ROUNDS (rounds of the feature drift
+on/off comparison, default 7).
 
 Targets (issue 3; logistic regression, batch 1, concurrency 8): ≥ 1.5x the minimal
 kserve.Model's throughput, ≥ 70 % of the starlette endpoint's, p99 < 15 ms; start →
 ready < 3 s; resident memory < 250 MB after warm-up. Issue 15 (batch 1, concurrency 8):
 the forest and the boosting served with ONNX Runtime within 20 % of the logistic
 regression's throughput, p99 < 15 ms; the logistic regression no worse than with
-scikit-learn.
+scikit-learn. Issue 18: counting served rows into the drift profile's bins costs at most
+5 % of the logistic regression's batch-1 throughput at concurrency 8 (on against
+`predictor-drift`, the same predictor with FEATURE_DRIFT=false, taking turns).
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ MODELS = (
 PREDICTOR, KSERVE, STARLETTE, LOGGED = "predictor", "kserve", "starlette", "predictor+log"
 SKLEARN_RUNTIME = "predictor+sklearn"
 """The predictor forced to serve with scikit-learn (`MODEL_RUNTIME=sklearn`)."""
+NO_DRIFT = "predictor-drift"
+"""The predictor with its feature-drift counting off (`FEATURE_DRIFT=false`)."""
 IMPORTS = "imports"
 SERVERS = (PREDICTOR, KSERVE, STARLETTE, SKLEARN_RUNTIME)
 # Native thread pools sized to the host only contend on a pinned core: one thread, for all.
@@ -190,12 +196,13 @@ def start_server(
 ) -> Server:
     http_port, grpc_port = free_port(), free_port()
     env = dict(ONE_THREAD)
-    if kind in (PREDICTOR, LOGGED, SKLEARN_RUNTIME):
+    if kind in (PREDICTOR, LOGGED, SKLEARN_RUNTIME, NO_DRIFT):
         args = [PYTHON, "-m", "serving", "--model_uri", model["uri"]]
         args += ["--http_port", str(http_port), "--grpc_port", str(grpc_port)]
         env |= {"MLFLOW_TRACKING_URI": tracking_uri, "MODEL_NAME": SERVED}
         env |= {"ACCESS_LOG": "true"} if kind == LOGGED else {}
         env |= {"MODEL_RUNTIME": "sklearn"} if kind == SKLEARN_RUNTIME else {}
+        env |= {"FEATURE_DRIFT": "false"} if kind == NO_DRIFT else {}
     else:
         args = [PYTHON, "-m", "benchmarks.serving_baselines"]
         env |= {
@@ -311,6 +318,35 @@ def metrics_cost_us(repeat: int = 20000) -> float:
     return best
 
 
+def drift_cost_us(repeat: int = 20000) -> tuple[float, float]:
+    """Microseconds of feature-drift counting per one-row request, in-process, and
+    milliseconds a scrape of its series takes (30 features x 10 bins, counts and shares)."""
+    import numpy as np
+    from prometheus_client import CollectorRegistry, generate_latest
+    from sklearn.datasets import load_breast_cancer
+
+    from contract.drift_profile import build_profile
+    from serving.feature_drift import FeatureDriftCollector
+
+    data = load_breast_cancer()
+    registry = CollectorRegistry()
+    profile = build_profile(data.data, [str(n) for n in data.feature_names])
+    counter = FeatureDriftCollector(registry).counter("m", "1", profile)
+    row = np.ascontiguousarray(data.data[:1], dtype=np.float64)
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(repeat):
+            counter.count(row)
+        best = min(best, (time.perf_counter() - started) / repeat * 1e6)
+    scrapes = []
+    for _ in range(20):
+        started = time.perf_counter()
+        generate_latest(registry)
+        scrapes.append(time.perf_counter() - started)
+    return best, min(scrapes) * 1000
+
+
 def start_times(
     model: dict[str, Any], tracking_uri: str, pin: list[str], folder: Path, count: int
 ) -> dict[str, list[float]]:
@@ -390,6 +426,7 @@ def print_report(
     starts: dict[str, dict[str, list[float]]],
     metrics_us: float,
     baseline_starts: dict[str, list[float]],
+    drift: tuple[float, float] | None = None,
 ) -> None:
     cell = {(r.model, r.server, r.concurrency, r.batch): r for r in rows}
     print("\nV2 REST; server pinned to one core, wrk on the other; median of the rounds")
@@ -451,10 +488,61 @@ def print_report(
     if ours:
         share = metrics_us / (1e6 / ours.sample.rps)
         print(f"- metrics: {metrics_us:.1f} µs per request ({share:.1%} of a request at this rate)")
+    print_drift_cost(cell, drift)
     if ours and logged:
         cost = 1 - logged.sample.rps / ours.sample.rps
         rates = f"{logged.sample.rps:.0f} rps vs {ours.sample.rps:.0f} off"
         print(f"- access log on: {rates} ({cost:.0%} fewer)")
+
+
+DRIFT_CELL = "drift on/off"
+"""The `model` of the rows of the longer on/off comparison (logreg, batch 1, c=8)."""
+
+
+def print_drift_cost(
+    cell: dict[tuple[str, str, int, int], Row], drift: tuple[float, float] | None
+) -> None:
+    on, off = cell.get((DRIFT_CELL, PREDICTOR, 8, 1)), cell.get((DRIFT_CELL, NO_DRIFT, 8, 1))
+    if on and off:
+        cost = 1 - on.sample.rps / off.sample.rps
+        print(
+            f"- feature drift on: {on.sample.rps:.0f} rps vs {off.sample.rps:.0f} off "
+            f"({cost:.1%} fewer; budget 5 %) {verdict(cost <= 0.05)}; p99 "
+            f"{on.sample.p99_ms:.2f} vs {off.sample.p99_ms:.2f} ms"
+        )
+    if drift and on:
+        count_us, scrape_ms = drift
+        share = count_us / (1e6 / on.sample.rps)
+        print(
+            f"  in-process: {count_us:.2f} µs per one-row request ({share:.1%} of a request "
+            f"at this rate); a scrape of its 600 series {scrape_ms:.1f} ms"
+        )
+
+
+def measure_drift(
+    model: dict[str, Any], tracking_uri: str, cores: Cores, folder: Path, script: Path | None
+) -> list[Row]:
+    """The predictor with feature drift on and off, batch 1 at concurrency 8, taking turns
+    over more rounds than a cell (a 5 % budget needs less noise than 3 rounds give)."""
+    if script is None:  # BENCH_BATCHES without 1
+        return []
+    rounds = int(os.environ.get("BENCH_DRIFT_ROUNDS", "7"))
+    seconds = float(os.environ.get("BENCH_DURATION", "3"))
+    servers = [
+        start_server(k, model, tracking_uri, cores.server, folder) for k in (PREDICTOR, NO_DRIFT)
+    ]
+    try:
+        for server in servers:
+            run_wrk(cores, server.infer, script, 8, 2)  # warm-up
+        cell = measure_cell(servers, cores, script, 8, seconds, rounds)
+    finally:
+        for server in servers:
+            server.process.stop()
+    rows = [Row(DRIFT_CELL, kind, 8, 1, sample, errors) for kind, (sample, errors) in cell.items()]
+    for row in rows:
+        sample = row.sample
+        print(f"  {DRIFT_CELL} {row.server:<16} {sample.rps:8.0f} rps  p99 {sample.p99_ms:6.2f} ms")
+    return rows
 
 
 def main() -> None:
@@ -517,5 +605,6 @@ def main() -> None:
             finally:
                 for server in [*servers, logged]:
                     server.process.stop()
-        print_report(rows, memory, starts, metrics_cost_us(), baseline_starts)
+        rows += measure_drift(models[0], mlflow.url, cores, folder, scripts.get(1))
+        print_report(rows, memory, starts, metrics_cost_us(), baseline_starts, drift_cost_us())
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")

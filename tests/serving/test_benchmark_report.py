@@ -61,3 +61,27 @@ def test_the_wire_format_bench_sends_the_same_rows_as_json_and_binary(tmp_path: 
     assert from_binary.binary_outputs == frozenset(codec.requested_outputs(None))
     assert escaped is not None
     assert bytes(int(b) for b in escaped.group(1).split("\\")[1:]) == as_binary
+
+
+def test_the_drift_budget_is_judged_on_the_same_run_s_on_and_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks.serving import DRIFT_CELL, NO_DRIFT, PREDICTOR, Row, print_drift_cost
+
+    def cell(on_rps: float) -> dict[tuple[str, str, int, int], Row]:
+        on = Row(DRIFT_CELL, PREDICTOR, 8, 1, Sample(on_rps, 2.0, 5.0, 0), 0)
+        off = Row(DRIFT_CELL, NO_DRIFT, 8, 1, Sample(3000.0, 2.0, 5.0, 0), 0)
+        return {(r.model, r.server, r.concurrency, r.batch): r for r in (on, off)}
+
+    print_drift_cost(cell(2940.0), (1.5, 0.8))
+    print_drift_cost(cell(2700.0), None)
+    met, missed = capsys.readouterr().out.split("- feature drift on: ")[1:]
+    assert "(2.0% fewer; budget 5 %) ok" in met and "1.50 µs per one-row request" in met
+    assert "(10.0% fewer; budget 5 %) MISSED" in missed
+
+
+def test_the_in_process_drift_cost_is_measured() -> None:
+    from benchmarks.serving import drift_cost_us
+
+    count_us, scrape_ms = drift_cost_us(repeat=200)
+    assert 0 < count_us < 10_000 and 0 < scrape_ms < 10_000
