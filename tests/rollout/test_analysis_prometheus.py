@@ -23,7 +23,7 @@ import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -373,14 +373,13 @@ def test_canary_with_a_shifted_class_mix_fails_the_drift_check(
 
 class Router:
     """Knative's part, played on the real predictors: sends V2 traffic split as the
-    InferenceService's predictor spec (`read_predictor`: from the recording API server or
-    the local cluster) says (canaryTrafficPercent to the version its MODEL_URI names, the
-    rest to @champion's), until stopped; bounded."""
+    InferenceService in the recording API server says (canaryTrafficPercent to the
+    version its MODEL_URI names, the rest to @champion's), until stopped; bounded."""
 
-    def __init__(self, world: World, read_predictor: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, world: World, fake_api: Any, path: str) -> None:
         import threading
 
-        self.world, self.read_predictor = world, read_predictor
+        self.world, self.fake_api, self.path = world, fake_api, path
         self.by_version = {v: role for role, v in world.versions.items()}
         self.stopping = threading.Event()
         self.sent: Counter[str] = Counter()
@@ -397,7 +396,7 @@ class Router:
             if self.stopping.is_set() or time.monotonic() > deadline:
                 return
             if i % 50 == 0:
-                predictor = self.read_predictor()
+                predictor = self.fake_api.get(self.path)["spec"]["predictor"]
                 env = {e["name"]: e["value"] for e in predictor["containers"][0]["env"]}
                 latest = self.by_version[env["MODEL_URI"].rsplit("/", 1)[1]]
                 stable = self.by_version[client.get_registered_model(MODEL).aliases["champion"]]
@@ -440,7 +439,7 @@ def test_the_controller_promotes_refuses_and_rolls_back_on_real_metrics(
         )
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(kubeconfig_yaml(fake_api.url, NAMESPACE, TOKEN))
-        router = Router(world, lambda: fake_api.get(path)["spec"]["predictor"])
+        router = Router(world, fake_api, path)
         router.thread.start()
         stack.callback(router.thread.join, 10)
         stack.callback(router.stopping.set)
@@ -489,17 +488,98 @@ def test_the_controller_promotes_refuses_and_rolls_back_on_real_metrics(
         assert router.sent["flipped"] > 0
 
 
+class Load:
+    """V2 requests to one URL from a thread, until stopped; bounded in count and time."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.url = url
+        self.stopping = threading.Event()
+        self.answered: Counter[str] = Counter()
+        """Requests answered 200, per model_version."""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        rng = np.random.default_rng(12)
+        deadline = time.monotonic() + 400
+        for _ in range(60_000):
+            if self.stopping.is_set() or time.monotonic() > deadline:
+                return
+            rows = ROWS[rng.integers(0, len(ROWS), BATCH)]
+            body = {
+                "inputs": [
+                    {"name": "features", "shape": [BATCH, 30], "datatype": "FP64",
+                     "data": rows.ravel().tolist()}
+                ]
+            }  # fmt: skip
+            try:
+                response = session.post(self.url, json=body, timeout=10)
+            except requests.RequestException:
+                time.sleep(0.1)
+                continue
+            if response.status_code == 200:
+                self.answered[str(response.json().get("model_version"))] += 1
+            else:
+                time.sleep(0.05)  # the router says no revision is ready yet
+            time.sleep(0.005)
+
+
+def start_local_serving(
+    cluster: Any, port: int, slots: tuple[int, int], folder: Path, stack: ExitStack
+) -> tuple[Process, str]:
+    """demo/local_serving.py on the local cluster, a real Prometheus scraping both of its
+    slots; returns once its first revision is Ready."""
+    from contract.local_cluster import INFERENCE_SERVICES
+
+    serving = start_process(
+        [
+            PYTHON, "-m", "demo.local_serving", "--dir", str(cluster.folder), "--name", MODEL,
+            "--port", str(port), "--grpc-port", str(free_port()),
+            "--slot", f"{slots[0]}:{free_port()}", "--slot", f"{slots[1]}:{free_port()}",
+            "--log-dir", str(folder / "logs"), "--interval", "0.2",
+        ],
+        folder / "local-serving.log",
+    )  # fmt: skip
+    stack.callback(serving.stop)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "local-serving",
+                "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in slots]}],
+            }
+        ],
+    }
+    (folder / "prometheus").mkdir()
+    prometheus_url = stack.enter_context(running_prometheus(folder / "prometheus", config))
+
+    def ready() -> bool:
+        assert serving.alive(), serving.log()
+        status = cluster.get(INFERENCE_SERVICES, MODEL).get("status") or {}
+        return any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+
+    wait_until(ready, 180, "local serving's first revision")
+    return serving, prometheus_url
+
+
 def test_the_local_controller_promotes_and_rolls_back_on_real_metrics(
     world: World, tmp_path: Path
 ) -> None:
-    """`controller --target local`: the same rollouts against the local cluster, judged on
-    the real Prometheus's numbers: a healthy challenger promoted, a flipped one rolled
-    back, each decision an Event in events.jsonl and each analysis a verdict table."""
+    """`make demo`'s story with real parts: the local cluster, local serving
+    (demo/local_serving.py: revisions as predictor processes, its router splitting the
+    URL by the status's traffic), a real Prometheus scraping both of its slots, and
+    `controller --target local`: a healthy challenger promoted, a flipped-label one
+    rolled back on its class mix, each decision an Event in events.jsonl and each
+    analysis a verdict table on the controller's stdout."""
     from mlflow import MlflowClient
 
     from contract.local_cluster import INFERENCE_SERVICES, LocalCluster
-    from tests.rollout.fake_apiserver import inference_service
-    from tests.rollout.helpers import NAMESPACE
+    from demo.local_serving import chart_inference_service
 
     client = MlflowClient(world.tracking_uri)
     versions = world.versions
@@ -509,29 +589,31 @@ def test_the_local_controller_promotes_and_rolls_back_on_real_metrics(
     client.set_registered_model_alias(MODEL, "champion", versions["stable"])
     client.set_registered_model_alias(MODEL, "challenger", versions["healthy"])
     cluster = LocalCluster(tmp_path / "cluster")
-    obj = inference_service(MODEL, NAMESPACE, f"models:/{MODEL}/{versions['stable']}")
-    status = obj.pop("status")
-    for server_field in ("resourceVersion", "generation"):
-        obj["metadata"].pop(server_field)
-    cluster.create(INFERENCE_SERVICES, obj)
-    # Ready, as KServe reports it; the rollout reads nothing else of the status to decide.
-    cluster.update_status(INFERENCE_SERVICES, MODEL, status)
+    cluster.create(
+        INFERENCE_SERVICES,
+        chart_inference_service(MODEL, f"models:/{MODEL}@champion", world.tracking_uri),
+    )
+    port, slots = free_port(), (free_port(), free_port())
 
     def predictor() -> dict[str, Any]:
         return dict(cluster.get(INFERENCE_SERVICES, MODEL)["spec"]["predictor"])
 
+    def events() -> list[dict[str, Any]]:
+        return [e for e in cluster.events() if e.get("involvedObject", {}).get("name") == MODEL]
+
     with ExitStack() as stack:
-        router = Router(world, predictor)
-        router.thread.start()
-        stack.callback(router.thread.join, 10)
-        stack.callback(router.stopping.set)
+        serving, prometheus_url = start_local_serving(cluster, port, slots, tmp_path, stack)
+        load = Load(f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer")
+        load.thread.start()
+        stack.callback(load.thread.join, 10)
+        stack.callback(load.stopping.set)
         controller = start_process(
             [
                 PYTHON, "-m", "rollout", "controller", "--target", "local",
                 "--local-dir", str(cluster.folder), "--isvc", MODEL, "--model-name", MODEL,
-                "--tracking-uri", world.tracking_uri, "--prometheus-url", world.prometheus_url,
+                "--tracking-uri", world.tracking_uri, "--prometheus-url", prometheus_url,
                 "--listen", "127.0.0.1", "--metrics-port", str(free_port()),
-                "--steps", "20,100", "--soak", "4", "--interval", "1", "--step-timeout", "90",
+                "--steps", "20,100", "--soak", "4", "--interval", "1", "--step-timeout", "120",
                 "--min-requests", "30", "--p99-slack", P99_SLACK, "--poll", "0.5",
                 "--grace", "20",
             ],
@@ -541,19 +623,21 @@ def test_the_local_controller_promotes_and_rolls_back_on_real_metrics(
 
         def reasons() -> list[str]:
             assert controller.alive(), controller.log()
-            return [str(e["reason"]) for e in cluster.events()]
+            assert serving.alive(), serving.log()
+            return [str(e["reason"]) for e in events()]
 
-        wait_until(lambda: "RolloutPromoted" in reasons(), 180, "the healthy promotion")
+        wait_until(lambda: "RolloutPromoted" in reasons(), 240, "the healthy promotion")
         assert client.get_registered_model(MODEL).aliases["champion"] == versions["healthy"]
         assert reasons() == ["RolloutStarted", "RolloutPromoted"], controller.log()
         assert "canaryTrafficPercent" not in predictor()
         assert "verdict: PASS" in controller.log()  # the table, as `auto` prints it
+        assert load.answered[versions["healthy"]] > 0
 
         client.set_registered_model_alias(MODEL, "challenger", versions["flipped"])
-        wait_until(lambda: "RolloutRolledBack" in reasons(), 180, "the flipped rollback")
-        event = cluster.events()[-1]
+        wait_until(lambda: "RolloutRolledBack" in reasons(), 240, "the flipped rollback")
+        event = events()[-1]
         assert "class_drift" in event["message"] and "at 20 %" in event["message"], event
-        assert event["type"] == "Warning" and event["involvedObject"]["name"] == MODEL
+        assert event["type"] == "Warning"
         tags = client.get_model_version(MODEL, versions["flipped"]).tags
         assert tags["rollout_status"] == "rejected" and "class_drift" in tags["rollout_reason"]
         spec = predictor()
@@ -561,4 +645,4 @@ def test_the_local_controller_promotes_and_rolls_back_on_real_metrics(
         env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
         assert env["MODEL_URI"] == f"models:/{MODEL}/{versions['healthy']}"
         assert "verdict: FAIL" in controller.log()
-        assert router.sent["flipped"] > 0
+        assert load.answered[versions["flipped"]] > 0
