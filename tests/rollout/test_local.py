@@ -11,6 +11,8 @@ import copy
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,7 +32,7 @@ from rollout.settings import build_parser, settings_from_args
 from tests.rollout.fake_apiserver import inference_service
 from tests.rollout.fake_prometheus import ERRORING, HEALTHY, CannedPrometheus, VersionNumbers
 from tests.rollout.helpers import NAMESPACE, RegistryModel
-from tests.support import PYTHON, Process, free_port, start_process, wait_until
+from tests.support import PYTHON, REPO_ROOT, Process, free_port, start_process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -468,3 +470,29 @@ def test_auto_on_the_local_cluster_takes_and_releases_the_lock(
     assert "verdict: PASS" in out and json.loads(out.splitlines()[-1])["outcome"] == "promoted"
     assert registry_model.aliases()["champion"] == "2"
     assert cluster.list_objects(LEASES) == []  # released
+
+
+def test_the_make_targets_act_on_the_local_cluster_with_target_local(
+    tmp_path: Path, cluster: LocalCluster, registry_model: RegistryModel
+) -> None:
+    venv = Path(sys.executable).parent.parent
+
+    def make(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "--no-print-directory", "-o", f"{venv}/.installed", f"VENV={venv}",
+             *args, "TARGET=local", f"ROLLOUT_LOCAL_DIR={cluster.folder}",
+             f"MODEL_NAME={registry_model.name}", f"MLFLOW_URL={registry_model.tracking_uri}",
+             f"ROLLOUT_EXIT_FILE={tmp_path / 'exit-code'}"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+
+    done = make("canary", "CANARY_PERCENT=30")
+    assert done.returncode == 0, done.stderr
+    assert stored(cluster, registry_model.name)["spec"]["predictor"]["canaryTrafficPercent"] == 30
+    done = make("rollout-status")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["canary_version"] == "2"
+    done = make("rollback", "ROLLBACK_REASON=by make")
+    assert done.returncode == 0, done.stderr
+    assert registry_model.tags("2")["rollout_reason"] == "by make"
+    assert (tmp_path / "exit-code").read_text().strip() == "0"
