@@ -310,6 +310,13 @@ def run(settings: Settings, config: ControllerConfig) -> int:
     metrics_server = serve_metrics(
         controller, settings.controller_listen, settings.controller_metrics_port
     )
+    registration_stop = threading.Event()
+    webhook_url = os.environ.get(webhook.URL_ENV)
+    if controller.webhook_secret and webhook_url:  # the chart's rollout.controller.webhook
+        name = os.environ.get(webhook.NAME_ENV) or webhook.DEFAULT_NAME
+        webhook.keep_registering(
+            settings.tracking_uri, name, webhook_url, controller.webhook_secret, registration_stop
+        )
     logger.info(
         "rollout controller for namespace %s: metrics and /readyz on :%d, /healthz on :%d",
         namespace,
@@ -330,6 +337,7 @@ def run(settings: Settings, config: ControllerConfig) -> int:
             )
         )
     finally:
+        registration_stop.set()
         controller.stop()
         metrics_server.shutdown()
     return 0

@@ -15,10 +15,14 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
@@ -27,6 +31,13 @@ SIGNATURE_VERSION = "v1"
 MAX_AGE_SECONDS = 300
 SECRET_ENV = "ROLLOUT_WEBHOOK_SECRET"
 """Where the controller reads the webhook's secret (a Secret's key in the chart)."""
+URL_ENV = "ROLLOUT_WEBHOOK_URL"
+"""The controller's own `/webhook` URL as MLflow must call it; set, the controller
+registers its webhook in MLflow itself (`register`), as the chart does."""
+NAME_ENV = "ROLLOUT_WEBHOOK_NAME"
+DEFAULT_NAME = "mlops-rollout-controller"
+EVENTS = ("model_version_alias.created",)
+REGISTER_RETRY_SECONDS = 30.0
 
 
 class WebhookRefused(ValueError):
@@ -88,3 +99,52 @@ def alias_event(payload: Mapping[str, Any]) -> AliasEvent | None:
     if not all(isinstance(v, str) and v for v in (name, alias, version)):
         return None
     return AliasEvent(str(name), str(alias), str(version))
+
+
+def register(client: Any, name: str, url: str, secret: str) -> str:
+    """Create the webhook `name` in MLflow, or bring the one of that name up to date (URL,
+    events, secret, ACTIVE): a restarted controller or a rotated secret leaves exactly one.
+    `client` is an `MlflowClient`; MLflow lets only an admin manage webhooks when its
+    basic-auth app runs. Returns "created" or "updated"."""
+    token = None
+    while True:
+        page = client.list_webhooks(max_results=100, page_token=token)
+        found = next((hook for hook in page if hook.name == name), None)
+        token = page.token
+        if found is not None or not token:
+            break
+    if found is None:
+        client.create_webhook(name=name, url=url, events=list(EVENTS), secret=secret)
+        return "created"
+    client.update_webhook(
+        found.webhook_id, url=url, events=list(EVENTS), secret=secret, status="ACTIVE"
+    )
+    return "updated"
+
+
+def keep_registering(
+    tracking_uri: str, name: str, url: str, secret: str, stopping: threading.Event
+) -> threading.Thread:
+    """`register` in a thread, again every REGISTER_RETRY_SECONDS until it succeeds or
+    `stopping` is set: MLflow may start after the controller. The poll works meanwhile."""
+    from mlflow import MlflowClient
+
+    def attempt() -> None:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        while not stopping.is_set():
+            try:
+                done = register(client, name, url, secret)
+            except Exception as e:  # any failure of MLflow or its client: try again later
+                logger.warning(
+                    "webhook %s not registered in MLflow at %s (%s); retrying in %.0fs; "
+                    "the poll still runs",
+                    name, tracking_uri, e, REGISTER_RETRY_SECONDS,
+                )  # fmt: skip
+                stopping.wait(REGISTER_RETRY_SECONDS)
+                continue
+            logger.info("webhook %s %s in MLflow: %s for %s", name, done, url, ", ".join(EVENTS))
+            return
+
+    thread = threading.Thread(target=attempt, name="webhook-registration", daemon=True)
+    thread.start()
+    return thread

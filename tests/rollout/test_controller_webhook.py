@@ -1,9 +1,14 @@
-"""MLflow 3's webhook as the controller's fast trigger: a real `mlflow server` delivers a
-signed `model_version_alias.created` event to the controller, which starts the rollout
-long before its poll is due; a delivery without the secret's signature is refused.
+"""MLflow 3's webhook as the controller's fast trigger, wired as the chart wires it
+(`rollout.controller.webhook`): the controller registers its own webhook in a real
+`mlflow server`, which delivers a signed `model_version_alias.created` event to it; the
+controller starts the rollout long before its poll is due; a delivery without the
+secret's signature is refused.
 
-The server is told to deliver over plain HTTP to 127.0.0.1 (MLflow allows only https and
-public addresses by default: MLFLOW_WEBHOOK_ALLOWED_SCHEMES, MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS).
+The server runs with the webhook settings the chart renders for its MLflow Deployment
+(plain HTTP and private addresses allowed, which 127.0.0.1 needs as much as a Service IP;
+the encryption key of the stored secrets) and the chart's two workers. Only
+MLFLOW_WEBHOOK_CACHE_TTL is the test's own: MLflow caches each event's webhook list for
+60 s, and the test's alias events come seconds apart.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -34,21 +40,32 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 SECRET = "webhook-secret-for-tests"
+HOOK_NAME = "mlops-rollout-controller"
 
 
 @pytest.fixture
 def delivering_mlflow(tmp_path: Path) -> Iterator[MlflowServer]:
-    port = free_port()
+    from cryptography.fernet import Fernet
+
+    from tests.chart.render import render
+    from tests.chart.test_chart_rollout_webhook import ON, mlflow_webhook_env
+
+    rendered = render(ON)
+    settings = mlflow_webhook_env(rendered)
+    # The Secret's value: a Fernet key, as `docs/rollouts.md` has the operator make it.
+    settings["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+    args = mlflow_server_args(tmp_path / "mlflow", port := free_port())
+    args[args.index("--workers") + 1] = str(rendered.values["mlflow"]["workers"])
     root = tmp_path / "mlflow"
     root.mkdir()
     process = start_process(
-        mlflow_server_args(root, port),
+        args,
         root / "mlflow.log",
         env={
             "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http",
-            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            **settings,
         },
     )
     url = f"http://127.0.0.1:{port}"
@@ -66,13 +83,6 @@ def test_a_signed_alias_event_starts_the_rollout_before_the_poll(
 
     metrics_port = free_port()
     base = f"http://127.0.0.1:{metrics_port}"
-    # Before any alias exists: the server caches the webhooks of an event for a minute.
-    MlflowClient(delivering_mlflow.url).create_webhook(
-        name="rollout-controller",
-        url=f"{base}/webhook",
-        events=["model_version_alias.created"],
-        secret=SECRET,
-    )
     model = register_versions(delivering_mlflow, "webhook-model")
     model.client.delete_registered_model_alias(model.name, "challenger")
     with FakeApiServer().running() as fake_api:
@@ -89,10 +99,24 @@ def test_a_signed_alias_event_starts_the_rollout_before_the_poll(
                 "--poll", "600", "--soak", "300", "--step-timeout", "600",
             ],
             tmp_path / "controller.log",
-            env={webhook.SECRET_ENV: SECRET},
+            # As the chart sets them, the URL on 127.0.0.1 instead of the Service's name.
+            env={webhook.SECRET_ENV: SECRET, webhook.URL_ENV: f"{base}/webhook",
+                 webhook.NAME_ENV: HOOK_NAME},
         )  # fmt: skip
         try:
             wait_http_ok(controller, f"{base}/readyz", 60, "the controller")
+            client = MlflowClient(delivering_mlflow.url)
+
+            def registered() -> list[Any]:
+                return [hook for hook in client.list_webhooks() if hook.name == HOOK_NAME]
+
+            wait_until(lambda: bool(registered()), 60, "the controller's webhook in MLflow")
+            [hook] = registered()
+            assert hook.url == f"{base}/webhook"
+            assert [str(e) for e in hook.events] == ["model_version_alias.created"]
+            # A restart registers again: the same one webhook, brought up to date.
+            assert webhook.register(client, HOOK_NAME, f"{base}/webhook", SECRET) == "updated"
+            assert len(registered()) == 1
             idle = f'rollout_phase{{model_name="{model.name}",phase="idle"}} 1.0'
             wait_until(  # the worker's first tick is done: no challenger, poll in 600 s
                 lambda: idle in requests.get(f"{base}/metrics", timeout=5).text, 60, "a tick"

@@ -6,6 +6,27 @@ Name of the rollout controller's Deployment, ServiceAccount, Role, RoleBinding, 
 {{- end }}
 
 {{/*
+True (non-empty) when the controller takes MLflow's webhook: the controller is on and
+`rollout.controller.webhook.enabled`. Fails without the Secret it needs.
+*/}}
+{{- define "mlops.rollout.webhook.enabled" -}}
+{{- $w := .Values.rollout.controller.webhook }}
+{{- if and .Values.rollout.controller.enabled $w.enabled }}
+{{- if not $w.existingSecret }}
+{{- fail "rollout.controller.webhook.enabled needs rollout.controller.webhook.existingSecret: a Secret with the webhook's signing secret and MLflow's encryption key (docs/rollouts.md, \"Webhooks\")" }}
+{{- end }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The URL MLflow delivers to: the controller's Service, by its cluster DNS name.
+*/}}
+{{- define "mlops.rollout.webhook.url" -}}
+{{- printf "http://%s.%s.svc:9090/webhook" (include "mlops.rollout.controller.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/*
 The predictor fields the rollout controller owns, as the live InferenceService has them:
 a dict with `modelUri` (absent when there is no live object) and `canaryTrafficPercent`
 (absent when the field is not set). With the controller on, the chart renders these from
