@@ -23,6 +23,14 @@ Checks (each with its threshold from a flag):
   predicted fewer than `min_requests` rows.
 
 Verdict: `fail` if any check fails, else `inconclusive` if any is, else `pass`.
+
+Input drift is reported beside the checks, never a check itself (docs/rollouts.md,
+"Input drift"): each version's top feature PSI against its own training split. Canary
+and stable get the same traffic split, so inputs that drift on both alike are the
+traffic's doing, not the canary's: both versions saw the same rows, so the class-mix
+comparison between them still stands. Only the canary drifting means its training data
+is unlike what is served (its reference differs from stable's): worth a look, and said
+so, but not a failure by itself.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ class Thresholds:
     """... plus this many seconds."""
     max_class_drift: float = 0.1
     """Largest Jensen-Shannon distance between the predicted-class mixes."""
+    input_psi_threshold: float = 0.2
+    """A feature's PSI above this counts as drifted in the input-drift note (reported only)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -84,6 +94,18 @@ class VersionStats:
     """None when the version has no latency samples in the window."""
     classes: Mapping[str, float] = field(default_factory=dict)
     """Predicted rows by class name."""
+    input_psi: Mapping[str, float] = field(default_factory=dict)
+    """PSI of each feature's served rows against the version's training split (empty when
+    the version has no drift profile or served no rows in the window)."""
+
+    @property
+    def top_input_psi(self) -> tuple[str, float] | None:
+        """The most drifting feature and its PSI, if any was measured."""
+        finite = {k: v for k, v in self.input_psi.items() if math.isfinite(v)}
+        if not finite:
+            return None
+        name = max(finite, key=lambda k: (finite[k], k))
+        return name, finite[name]
 
     @property
     def requests(self) -> float:
@@ -118,6 +140,9 @@ class Analysis:
     checks: tuple[Check, ...]
     stable: VersionStats
     canary: VersionStats
+    input_drift: str = ""
+    """How the versions' inputs drift from their training splits, in one line (reported,
+    never judged: module doc)."""
 
     @property
     def reason(self) -> str:
@@ -228,6 +253,38 @@ def share(stats: VersionStats, class_name: str) -> float:
     return stats.classes.get(class_name, 0.0) / total if total > 0 else 0.0
 
 
+def describe_input_drift(stable: VersionStats, canary: VersionStats, t: Thresholds) -> str:
+    """The input-drift note of the analysis (module doc): who drifts, and what it means."""
+    tops = {"stable": stable.top_input_psi, "canary": canary.top_input_psi}
+
+    def said(side: str) -> str:
+        top = tops[side]
+        return f"{side} top PSI {top[1]:.3f} ({top[0]})" if top else f"{side} not measured"
+
+    both = f"{said('stable')}, {said('canary')}"
+    measured = {side: top for side, top in tops.items() if top is not None}
+    if not measured:
+        return "not measured: no drift profile counted on either version in the window"
+    drifting = [side for side, top in measured.items() if top[1] > t.input_psi_threshold]
+    limit = f"PSI > {t.input_psi_threshold:g}"
+    if len(measured) < 2:
+        return f"{both}; only one version counts its inputs, nothing to compare"
+    if not drifting:
+        return f"inputs like training on both ({both}; drifted: {limit})"
+    if len(drifting) == 2:
+        return (
+            f"both versions' inputs drift from training ({both}; {limit}): the traffic "
+            "changed, not the canary; both saw the same rows, so the class-mix comparison "
+            "stands, though neither version's held-out scores describe these inputs"
+        )
+    side = drifting[0]
+    return (
+        f"only the {side}'s inputs drift from its training split ({both}; {limit}): both "
+        f"get the same traffic, so the {side} was trained on data unlike what is served; "
+        "reported, not a failure by itself"
+    )
+
+
 def combine(statuses: list[Verdict]) -> Verdict:
     if Verdict.FAIL in statuses:
         return Verdict.FAIL
@@ -254,4 +311,10 @@ def evaluate(stable: VersionStats, canary: VersionStats, thresholds: Thresholds)
                 f"too few requests ({result.detail})",
             )
         checks.append(result)
-    return Analysis(combine([c.status for c in checks]), tuple(checks), stable, canary)
+    return Analysis(
+        combine([c.status for c in checks]),
+        tuple(checks),
+        stable,
+        canary,
+        describe_input_drift(stable, canary, thresholds),
+    )

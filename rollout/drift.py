@@ -1,4 +1,6 @@
-"""How far the canary's predicted-class mix drifts from stable's: Jensen-Shannon distance.
+"""How far the canary's predicted-class mix drifts from stable's: Jensen-Shannon distance;
+and how far each version's inputs drift from its training split: the population
+stability index (PSI), as the chart's recording rule computes it.
 
 For the class shares P (stable) and Q (canary) over the union of classes seen by
 either, with M = (P + Q) / 2 and logarithms to base 2:
@@ -17,6 +19,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+
+PSI_FLOOR = 0.0001
+"""Both shares of a bin are floored at this before the PSI sum (the chart's rule does the
+same): an empty bin adds a large, finite term instead of an infinite one."""
 
 
 def class_shares(counts: Mapping[str, float], classes: list[str]) -> list[float]:
@@ -41,3 +47,36 @@ def jensen_shannon_distance(stable: Mapping[str, float], canary: Mapping[str, fl
             divergence += 0.5 * q_i * math.log2(q_i / m_i)
     # Rounding can leave a tiny negative (identical mixes) or a hair above 1.
     return math.sqrt(min(max(divergence, 0.0), 1.0))
+
+
+def population_stability_index(
+    served: Mapping[str, float], reference: Mapping[str, float], floor: float = PSI_FLOOR
+) -> float:
+    """PSI of served row counts by bin against the reference shares by bin:
+    sum over bins (p - q) * ln(p / q), with p and q floored at `floor`."""
+    total = sum(max(v, 0.0) for v in served.values())
+    if total <= 0:
+        raise ValueError("no served rows to take shares of")
+    psi = 0.0
+    for name in set(served) | set(reference):
+        p = max(max(served.get(name, 0.0), 0.0) / total, floor)
+        q = max(reference.get(name, 0.0), floor)
+        psi += (p - q) * math.log(p / q)
+    return psi
+
+
+def feature_psi(
+    served: Mapping[tuple[str, str], float], reference: Mapping[tuple[str, str], float]
+) -> dict[str, float]:
+    """PSI per feature from counts and shares keyed by (feature, bin); features without
+    served rows or without a reference are left out."""
+    by_feature: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+    for (feature, bin_), value in served.items():
+        by_feature.setdefault(feature, ({}, {}))[0][bin_] = value
+    for (feature, bin_), value in reference.items():
+        by_feature.setdefault(feature, ({}, {}))[1][bin_] = value
+    return {
+        feature: population_stability_index(counts, shares)
+        for feature, (counts, shares) in sorted(by_feature.items())
+        if shares and sum(counts.values()) > 0
+    }

@@ -12,6 +12,7 @@ import requests
 from contract import metric_names as names
 from rollout import queries
 from rollout.analysis import VersionStats
+from rollout.drift import feature_psi
 from rollout.errors import UnreachableError
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,35 @@ def _p99(samples: list[Sample], expr: str, url: str) -> float | None:
     return samples[0].value
 
 
+def _by_feature_bin(
+    samples: list[Sample], expr: str, url: str, largest: float = MAX_COUNT
+) -> dict[tuple[str, str], float]:
+    """Values by (feature, bin); one that cannot be a count or a share is malformed."""
+    values: dict[tuple[str, str], float] = {}
+    for sample in samples:
+        if not (math.isfinite(sample.value) and 0 <= sample.value <= largest):
+            raise UnreachableError(
+                f"Prometheus at {url} answered {expr!r} with {sample.value!r}, expected a "
+                f"finite number in [0, {largest:g}]"
+            )
+        key = (sample.labels.get(names.FEATURE, ""), sample.labels.get(names.BIN, ""))
+        values[key] = values.get(key, 0.0) + sample.value
+    return values
+
+
+def input_psi(prometheus: Prometheus, selector: str, window: str, at: float) -> dict[str, float]:
+    """Each feature's PSI of the version's served rows in the window against its training
+    split (rollout.drift); empty for a version without a drift profile or served rows."""
+    bins_expr = queries.feature_bins(selector, window)
+    shares_expr = queries.reference_shares(selector)
+    url = prometheus.url
+    served = _by_feature_bin(prometheus.query(bins_expr, at), bins_expr, url)
+    if not served:
+        return {}
+    shares = _by_feature_bin(prometheus.query(shares_expr, at), shares_expr, url, largest=1.0)
+    return feature_psi(served, shares)
+
+
 def version_stats(
     prometheus: Prometheus,
     model_name: str,
@@ -162,7 +192,7 @@ def version_stats(
     at: float,
     extra_matchers: str = "",
 ) -> VersionStats:
-    """Requests by outcome, p99 latency and predicted classes of one version."""
+    """Requests by outcome, p99 latency, predicted classes and input PSI of one version."""
     selector = queries.version_selector(model_name, version, extra_matchers)
     outcomes_expr = queries.requests_by_outcome(selector, window)
     latency_expr = queries.latency_quantile(selector, window)
@@ -173,4 +203,5 @@ def version_stats(
         outcomes=_by_label(query(outcomes_expr, at), names.OUTCOME, outcomes_expr, url),
         p99_seconds=_p99(query(latency_expr, at), latency_expr, url),
         classes=_by_label(query(classes_expr, at), names.CLASS_NAME, classes_expr, url),
+        input_psi=input_psi(prometheus, selector, window, at),
     )

@@ -18,6 +18,8 @@ from contract import metric_names as names
 REQUESTS_METRIC = names.REQUESTS
 DURATION_METRIC = names.REQUEST_DURATION
 PREDICTIONS_METRIC = names.PREDICTIONS
+FEATURE_BIN_METRIC = names.FEATURE_BIN
+REFERENCE_SHARE_METRIC = names.FEATURE_REFERENCE_SHARE
 
 # One or more label matchers, comma-separated: name="value", name!="v", name=~"re", name!~"re".
 _MATCHER = r'\s*[A-Za-z_]\w*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\\n]|\\.)*"\s*'
@@ -83,3 +85,15 @@ def predictions_by_class(selector: str, window: str) -> str:
 def requests_served(selector: str) -> str:
     """Requests a version has answered since its counters started (no window)."""
     return f"sum({REQUESTS_METRIC}{{{selector}}})"
+
+
+def feature_bins(selector: str, window: str) -> str:
+    """Served rows in the window, one sample per (`feature`, `bin`) of the drift profile."""
+    by = f"{names.FEATURE}, {names.BIN}"
+    return f"sum by ({by}) (increase({FEATURE_BIN_METRIC}{{{selector}}}[{window}]))"
+
+
+def reference_shares(selector: str) -> str:
+    """The training split's share of each (`feature`, `bin`); pods of a version agree."""
+    by = f"{names.FEATURE}, {names.BIN}"
+    return f"max by ({by}) ({REFERENCE_SHARE_METRIC}{{{selector}}})"

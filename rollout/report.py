@@ -30,6 +30,7 @@ def _stats_json(stats: VersionStats) -> dict[str, Any]:
         "success_ratio": _round(stats.success_ratio),
         "p99_seconds": _round(stats.p99_seconds),
         "classes": {k: _round(v) for k, v in sorted(stats.classes.items())},
+        "input_psi": {k: _round(v) for k, v in sorted(stats.input_psi.items())},
     }
 
 
@@ -44,6 +45,11 @@ def _check_json(check: Check) -> dict[str, Any]:
     }
 
 
+def _top(stats: VersionStats) -> str:
+    top = stats.top_input_psi
+    return "-" if top is None else f"{top[1]:.3f} {top[0]}"
+
+
 def analysis_json(analysis: Analysis, model_name: str, window: str) -> dict[str, Any]:
     return {
         "verdict": analysis.verdict.value,
@@ -52,6 +58,7 @@ def analysis_json(analysis: Analysis, model_name: str, window: str) -> dict[str,
         "canary_version": analysis.canary.version,
         "window": window,
         "reason": analysis.reason,
+        "input_drift": analysis.input_drift,
         "checks": {c.name: _check_json(c) for c in analysis.checks},
         "stable": _stats_json(analysis.stable),
         "canary": _stats_json(analysis.canary),
@@ -74,6 +81,7 @@ def analysis_table(analysis: Analysis, model_name: str, window: str) -> str:
         )
         for c in analysis.checks
     ]
+    rows.append(("input_psi (top)", _top(analysis.stable), _top(analysis.canary), "", "INFO"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [head]
     lines += [
@@ -81,6 +89,7 @@ def analysis_table(analysis: Analysis, model_name: str, window: str) -> str:
         for row in rows
     ]
     lines += [f"  {c.name}: {c.detail}" for c in analysis.checks]
+    lines.append(f"  input_drift: {analysis.input_drift}")
     lines.append(f"verdict: {analysis.verdict.value.upper()} ({analysis.reason})")
     return "\n".join(lines)
 

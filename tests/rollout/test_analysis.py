@@ -209,3 +209,55 @@ def test_a_failure_outranks_an_inconclusive_check() -> None:
 def test_thresholds_out_of_range_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Thresholds(**kwargs)  # type: ignore[arg-type]
+
+
+def with_psi(base: VersionStats, **psi: float) -> VersionStats:
+    return VersionStats(base.version, base.outcomes, base.p99_seconds, base.classes, psi)
+
+
+def test_input_drift_on_both_versions_alike_is_reported_not_failed() -> None:
+    stable = with_psi(stats("1"), mean_radius=0.9, mean_area=0.05)
+    canary = with_psi(stats("2", ok=200), mean_radius=0.85)
+    analysis = evaluate(stable, canary, T)
+    assert analysis.verdict is Verdict.PASS
+    assert "both versions' inputs drift" in analysis.input_drift
+    assert "stable top PSI 0.900 (mean_radius), canary top PSI 0.850" in analysis.input_drift
+    assert "not the canary" in analysis.input_drift
+
+
+def test_only_the_canary_drifting_names_its_training_data_and_still_passes() -> None:
+    analysis = evaluate(with_psi(stats("1"), a=0.02), with_psi(stats("2", ok=200), a=0.6, b=0.1), T)
+    assert analysis.verdict is Verdict.PASS
+    assert analysis.input_drift.startswith("only the canary's inputs drift")
+    assert analysis.canary.top_input_psi == ("a", 0.6)
+
+
+@pytest.mark.parametrize(
+    ("stable_psi", "canary_psi", "said"),
+    [
+        ({}, {}, "not measured: no drift profile"),
+        ({"a": 0.01}, {}, "canary not measured; only one version counts"),
+        ({"a": 0.01}, {"a": 0.03}, "inputs like training on both"),
+        ({"a": 0.5}, {"a": 0.03}, "only the stable's inputs drift"),
+        ({"a": 0.2}, {"a": 0.2}, "inputs like training on both"),  # the threshold is "above"
+    ],
+)
+def test_every_input_drift_case_says_what_it_is(
+    stable_psi: dict[str, float], canary_psi: dict[str, float], said: str
+) -> None:
+    analysis = evaluate(with_psi(stats("1"), **stable_psi), with_psi(stats("2"), **canary_psi), T)
+    assert said in analysis.input_drift
+
+
+def test_the_table_and_the_json_show_each_version_s_top_input_psi() -> None:
+    from rollout.report import analysis_json, analysis_table
+
+    analysis = evaluate(with_psi(stats("1"), a=0.02, b=0.3), with_psi(stats("2"), b=0.25), T)
+    table = analysis_table(analysis, "m", "5m")
+    row = next(line for line in table.splitlines() if line.startswith("input_psi (top)"))
+    assert row.split() == ["input_psi", "(top)", "0.300", "b", "0.250", "b", "INFO"]
+    assert f"  input_drift: {analysis.input_drift}" in table
+    payload = analysis_json(analysis, "m", "5m")
+    assert payload["stable"]["input_psi"] == {"a": 0.02, "b": 0.3}
+    assert payload["input_drift"] == analysis.input_drift
+    assert "input_drift" not in payload["checks"]  # reported, never judged

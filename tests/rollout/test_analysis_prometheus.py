@@ -311,6 +311,13 @@ def test_healthy_canary_is_inconclusive_on_little_traffic_then_passes(
     assert report["checks"]["success_ratio"]["canary"] == pytest.approx(1.0)
     assert report["checks"]["class_drift"]["canary"] < 0.1
     assert "verdict: PASS" in out and "class_drift" in out
+    # Both versions count their inputs against their own training split: rows of the data
+    # set itself, so no feature drifts (PSI of 440 canary rows is noise, near 0.02).
+    for side in ("stable", "canary"):
+        psi = report[side]["input_psi"]
+        assert len(psi) == 30 and max(psi.values()) < 0.2, (side, psi)
+    assert report["input_drift"].startswith("inputs like training on both"), report
+    assert "input_psi (top)" in out
 
 
 def test_canary_with_a_changed_input_schema_fails_the_success_ratio(
