@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("benchmarks.training", "benchmarks.serving", "benchmarks.wire_formats")
+SUITES = (
+    "benchmarks.training",
+    "benchmarks.serving",
+    "benchmarks.wire_formats",
+    "benchmarks.prediction_log",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,7 @@
 """The sink's HTTP application (Starlette, run by uvicorn).
 
-- `POST /`: one payload-logger CloudEvent (KServe's logger posts to the URL as given);
+- `POST /`: one payload-logger CloudEvent (KServe's logger posts to the URL as given),
+  or a batch of them (`application/cloudevents-batch+json`, as the predictor sends);
   200 once stored, 4xx `{"error": ...}` for an event that cannot be, 503 while the
   database is away. Nothing of a refused event is stored.
 - `GET /predictions?model_version=&since=&limit=&cursor=`: the history, keyset-paged.
@@ -145,10 +146,11 @@ class Sink:
 
     async def receive(self, request: Request) -> Response:
         body = await self._body(request)
+        batch = events.is_batch(request.headers.get("content-type"))
         try:
-            event = events.parse(request.headers, body)
+            received = events.parse_batch(body) if batch else [events.parse(request.headers, body)]
         except InvalidEvent:
-            kind = request.headers.get("ce-type", "")
+            kind = "unknown" if batch else request.headers.get("ce-type", "")
             self.metrics.event(
                 {events.REQUEST_TYPE: "request", events.RESPONSE_TYPE: "response"}.get(
                     kind, "unknown"
@@ -157,10 +159,13 @@ class Sink:
             )
             raise
         if not self.migrated.is_set():
-            self.metrics.event(event.kind, "error")
+            for event in received:
+                self.metrics.event(event.kind, "error")
             raise StoreUnavailable("the database is not reachable yet; retry later")
-        await self.writer.submit(event)
-        return json_response({"id": event.id, "stored": event.kind})
+        await self.writer.submit(received)
+        if batch:
+            return json_response({"stored": len(received)})
+        return json_response({"id": received[0].id, "stored": received[0].kind})
 
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes

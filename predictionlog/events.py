@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 from cloudevents import exceptions as ce_errors
-from cloudevents.http import from_http
+from cloudevents.http import CloudEvent, from_dict, from_http
 
 from predictionlog.errors import InvalidEvent
 
@@ -30,7 +30,8 @@ RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 EVENT_TYPES = (REQUEST_TYPE, RESPONSE_TYPE)
 MAX_ID_LENGTH = 256
 """Longest `ce-id` kept; KServe's are UUIDs or a client's request id."""
-EXTENSIONS = ("inferenceservicename", "namespace", "component", "endpoint")
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+MAX_BATCH_EVENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,39 @@ def parse(headers: Mapping[str, str], body: bytes) -> LogEvent:
             f"not a CloudEvent ({e}); send a binary-mode event (ce-specversion, ce-id, "
             "ce-type, ce-source headers and the payload as the body) as KServe's logger does"
         ) from e
+    return _log_event(event)
+
+
+def is_batch(content_type: str | None) -> bool:
+    return (content_type or "").partition(";")[0].strip().lower() == BATCH_CONTENT_TYPE
+
+
+def parse_batch(body: bytes) -> list[LogEvent]:
+    """The events of one POST in the CloudEvents HTTP binding's batched mode (a JSON array
+    of structured events), which the predictor's own logger sends. All or nothing: one
+    invalid event refuses the batch."""
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidEvent(f"the batch is not JSON ({e}); send a JSON array of events") from e
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_EVENTS:
+        raise InvalidEvent(
+            f"a batch must be a JSON array of 1 to {MAX_BATCH_EVENTS} structured CloudEvents"
+        )
+    events = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict) or not item.get("id"):
+                raise InvalidEvent("not an event object with an id")
+            events.append(_log_event(from_dict(item)))
+        except ce_errors.GenericException as e:
+            raise InvalidEvent(f"event {index} of the batch is not a CloudEvent ({e})") from e
+        except InvalidEvent as e:
+            raise InvalidEvent(f"event {index} of the batch: {e}; nothing was stored") from e
+    return events
+
+
+def _log_event(event: CloudEvent) -> LogEvent:
     event_type = event["type"]
     if event_type not in EVENT_TYPES:
         raise InvalidEvent(

@@ -124,8 +124,9 @@ class Row:
 
 
 def merged(events: Iterable[LogEvent]) -> list[tuple[Any, ...]]:
-    """Upsert parameters, one per id: a batch holding both halves of an exchange writes
-    one row (PostgreSQL refuses an upsert that touches a row twice in one statement)."""
+    """Upsert parameters, one per id, in id order: a batch holding both halves of an
+    exchange writes one row, and two batches written at once lock their rows in the same
+    order (no deadlock between the writers)."""
     rows: dict[str, dict[str, Any]] = {}
     for event in events:
         row = rows.setdefault(event.id, dict.fromkeys(_COLUMNS))
@@ -138,7 +139,7 @@ def merged(events: Iterable[LogEvent]) -> list[tuple[Any, ...]]:
         if not event.is_request:
             row["model_name"] = event.model_name
             row["model_version"] = event.model_version
-    return [tuple(row[c] for c in _COLUMNS) for row in rows.values()]
+    return [tuple(rows[key][c] for c in _COLUMNS) for key in sorted(rows)]
 
 
 class Store:

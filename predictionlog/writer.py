@@ -2,8 +2,10 @@
 
 A POST is answered only once its event is committed (a 2xx means stored), yet the
 database sees one transaction per batch, not per event: under load the batches grow by
-themselves, and a lone event waits for no timer. A batch the database refuses for its
-data is split, so one bad event fails alone and the others are stored.
+themselves, and a lone event waits for no timer. Two writers take turns, so one batch
+is gathered and sent while the other waits for its commit (the fsync). A batch the
+database refuses for its data is split, so one bad event fails alone and the others are
+stored.
 """
 
 from __future__ import annotations
@@ -31,30 +33,39 @@ class BatchWriter:
         self.metrics = metrics
         self.max_batch = max_batch
         self._queue: asyncio.Queue[Pending] = asyncio.Queue(max_pending)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="batch-writer")
+    def start(self, writers: int = 2) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"batch-writer-{n}") for n in range(writers)
+        ]
 
     async def stop(self) -> None:
         """Let queued events be written, then stop."""
-        if self._task is None:
+        if not self._tasks:
             return
         await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    async def submit(self, event: LogEvent) -> None:
-        """Return once `event` is committed; `StoreUnavailable` if it could not be."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((event, done))
-        except asyncio.QueueFull as e:
+    async def submit(self, events: list[LogEvent]) -> None:
+        """Return once every one of `events` is committed; `StoreUnavailable` (or
+        `InvalidEvent`) if one could not be."""
+        if self._queue.maxsize - self._queue.qsize() < len(events):
             raise Busy(
-                f"{self._queue.maxsize} events are already waiting for the database; retry later"
-            ) from e
-        await done
+                f"{self._queue.qsize()} events are already waiting for the database; retry later"
+            )
+        loop = asyncio.get_running_loop()
+        pending = [loop.create_future() for _ in events]
+        for event, done in zip(events, pending, strict=True):
+            self._queue.put_nowait((event, done))
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            raise failed[0]
 
     async def _run(self) -> None:
         while True:

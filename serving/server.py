@@ -89,6 +89,7 @@ class PredictorServer(ModelServer):  # type: ignore[misc]
                 s.model_name,
                 default_metrics().payload_log_events,
                 queue_size=s.logger_queue_size,
+                batch_size=s.logger_batch_size,
             )
             logger.info("posting %s payloads to %s (LOGGER_URL)", s.logger_mode, s.logger_url)
         return self._payload_log

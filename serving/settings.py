@@ -92,6 +92,9 @@ class Settings:
     logger_queue_size: int = 1000
     """Exchanges waiting to be posted (`LOGGER_QUEUE_SIZE`); past it they are dropped
     (counted), never waited for."""
+    logger_batch_size: int = 64
+    """Most exchanges per POST to `LOGGER_URL` (`LOGGER_BATCH_SIZE`), as one batched-mode
+    CloudEvents body; 1 posts each event alone in binary mode, as KServe's agent does."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -152,6 +155,8 @@ class Settings:
             )
         if self.logger_queue_size < 1:
             problems.append(f"LOGGER_QUEUE_SIZE must be at least 1, got {self.logger_queue_size}")
+        if not 1 <= self.logger_batch_size <= 500:
+            problems.append(f"LOGGER_BATCH_SIZE must be 1 to 500, got {self.logger_batch_size}")
         return problems
 
     def _http_problems(self) -> list[str]:
@@ -267,6 +272,7 @@ def add_arguments(
         ("registry_timeout_seconds", float, "timeout of one registry call"),
         ("grpc_max_pending_calls", int, "gRPC calls that may wait to be taken up"),
         ("logger_queue_size", int, "exchanges waiting to be posted to LOGGER_URL"),
+        ("logger_batch_size", int, "most exchanges per POST to LOGGER_URL (1: binary mode)"),
     ):
         variable = flag.upper()
         group.add_argument(
@@ -353,4 +359,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         logger_url=args.logger_url,
         logger_mode=args.logger_mode,
         logger_queue_size=args.logger_queue_size,
+        logger_batch_size=args.logger_batch_size,
     )

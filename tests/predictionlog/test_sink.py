@@ -7,7 +7,9 @@ import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import pytest
 import requests
 
@@ -225,3 +227,42 @@ def test_retention_deletes_only_rows_older_than_the_setting(sink: RunningSink) -
 def test_ready_and_alive(sink: RunningSink) -> None:
     assert requests.get(f"{sink.url}/readyz", timeout=10).json() == {"status": "ready"}
     assert requests.get(f"{sink.url}/healthz", timeout=10).json() == {"status": "alive"}
+
+
+def batch(*events: tuple[str, str, dict[str, Any]]) -> bytes:
+    """Structured events in the HTTP binding's batched mode, as the predictor sends them."""
+    return orjson.dumps(
+        [
+            {
+                "specversion": "1.0",
+                "id": event_id,
+                "type": kind,
+                "source": "predictor",
+                "time": "2026-12-01T11:00:00Z",
+                "datacontenttype": "application/json",
+                "data": body,
+            }
+            for event_id, kind, body in events
+        ]
+    )
+
+
+BATCH = {"content-type": "application/cloudevents-batch+json"}
+
+
+def test_a_batch_of_events_is_stored_whole(sink: RunningSink) -> None:
+    version, event_id = unique("batch"), unique("id")
+    body = batch((event_id, RESPONSE, v2_response(version)), (event_id, REQUEST, v2_request()))
+    answer = requests.post(f"{sink.url}/", data=body, headers=BATCH, timeout=10)
+    assert (answer.status_code, answer.json()) == (200, {"stored": 2})
+    [row] = rows(sink.database_url, "id = %s", (event_id,))
+    assert (row["model_version"], row["request"]) == (version, v2_request())
+
+
+def test_a_batch_with_one_bad_event_is_refused_whole(sink: RunningSink) -> None:
+    good, bad = unique("good"), unique("bad")
+    body = batch((good, REQUEST, v2_request()), (bad, "com.example.other", v2_request()))
+    answer = requests.post(f"{sink.url}/", data=body, headers=BATCH, timeout=10)
+    assert answer.status_code == 400
+    assert "event 1 of the batch" in answer.json()["error"]
+    assert rows(sink.database_url, "id = ANY(%s)", ([good, bad],)) == []

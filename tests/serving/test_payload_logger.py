@@ -7,6 +7,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from predictionlog import events as sink_events
@@ -27,7 +28,8 @@ def counts(metrics: PredictorMetrics) -> dict[str, float]:
     }
 
 
-def test_the_events_posted_are_payload_logger_events_the_sink_reads() -> None:
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_the_events_posted_are_payload_logger_events_the_sink_reads(batch_size: int) -> None:
     received: list[tuple[dict[str, str], bytes]] = []
 
     class Sink(BaseHTTPRequestHandler):
@@ -43,12 +45,20 @@ def test_the_events_posted_are_payload_logger_events_the_sink_reads() -> None:
 
     metrics = PredictorMetrics(CollectorRegistry())
     with serving_http(Sink) as url:
-        logger = PayloadLogger(url + "/", "all", "breast-cancer", metrics.payload_log_events)
+        logger = PayloadLogger(
+            url + "/", "all", "breast-cancer", metrics.payload_log_events, batch_size=batch_size
+        )
         logger.log(exchange(1))
-        wait_until(lambda: len(received) == 2, 10, "two events")
+        wait_until(lambda: metrics.payload_log_events.labels("sent")._value.get() == 2, 10, "2")
         logger.close()
 
-    parsed = [sink_events.parse(headers, body) for headers, body in received]
+    parsed = []
+    for headers, body in received:
+        if sink_events.is_batch(headers.get("content-type")):
+            parsed += sink_events.parse_batch(body)
+        else:
+            parsed.append(sink_events.parse(headers, body))
+    assert len(received) == (2 if batch_size == 1 else 1)  # binary mode: one event a POST
     assert [(e.id, e.is_request) for e in parsed] == [("ex-1", True), ("ex-1", False)]
     assert parsed[1].model_version == "3"
     assert parsed[1].time > parsed[0].time
