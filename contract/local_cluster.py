@@ -10,7 +10,8 @@ local cluster"):
 - one revision counter for the whole folder (etcd's): every stored change takes the next
   value as `metadata.resourceVersion`, a string; a write that changes nothing stores
   nothing and keeps the resourceVersion, as a no-op patch does on a real API server;
-- `metadata.generation` starts at 1 and grows by one only when `spec` changes;
+- `metadata.generation` starts at 1 and grows by one only when the spec changes (all
+  but metadata and status, as the CRD strategy counts it);
   `uid` and `creationTimestamp` are set on create and never change;
 - optimistic concurrency: a patch carrying `metadata.resourceVersion`, a replace, a
   delete or a status update with a precondition fails with Conflict when the stored
@@ -335,7 +336,7 @@ class LocalCluster:
                 new_metadata[field] = old_metadata[field]
         if new == stored:
             return stored  # a no-op: nothing stored, same resourceVersion (as the API server)
-        if new.get("spec") != stored.get("spec"):
+        if _generation_content(new) != _generation_content(stored):
             new_metadata["generation"] = int(old_metadata.get("generation") or 0) + 1
         return self._store(plural, name, path, new, dry_run)
 
@@ -366,6 +367,12 @@ class LocalCluster:
         revision = self._revision() + 1
         _atomic_write(self.folder / REVISION_FILE, f"{revision}\n")
         return revision
+
+
+def _generation_content(obj: Json) -> Json:
+    """What counts for metadata.generation: all but metadata and status, i.e. the spec
+    (apiextensions-apiserver's customResourceStrategy.PrepareForUpdate)."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
 def _metadata(obj: Json) -> Json:

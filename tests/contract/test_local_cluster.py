@@ -108,6 +108,9 @@ def test_generation_counts_spec_changes_only(cluster: LocalCluster) -> None:
     )
     assert "canaryTrafficPercent" not in promoted["spec"]["predictor"]
     assert promoted["metadata"]["generation"] == 3
+    # As the CRD strategy counts it: anything but metadata and status.
+    extra = cluster.replace(INFERENCE_SERVICES, "demo", {**promoted, "extra": {"a": 1}})
+    assert extra["metadata"]["generation"] == 4
 
 
 def test_a_stale_resource_version_is_a_conflict_and_stores_nothing(cluster: LocalCluster) -> None:
