@@ -19,7 +19,9 @@ The versions:
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -36,6 +38,7 @@ from sklearn.datasets import load_breast_cancer
 
 from rollout import queries
 from rollout.__main__ import main
+from rollout.progress import ANNOTATION
 from tests.e2e import flipped
 from tests.support import (
     PYTHON,
@@ -533,6 +536,28 @@ class Load:
             time.sleep(0.005)
 
 
+def fresh_local_cluster(world: World, folder: Path) -> Any:
+    """The chart's InferenceService on @champion (stable) in a new local cluster, and
+    @challenger on the healthy version, untagged by earlier rollouts of this module."""
+    from mlflow import MlflowClient
+
+    from contract.local_cluster import INFERENCE_SERVICES, LocalCluster
+    from demo.local_serving import chart_inference_service
+
+    client = MlflowClient(world.tracking_uri)
+    for role in ("healthy", "flipped"):
+        for tag in ("rollout_status", "rollout_reason"):
+            client.delete_model_version_tag(MODEL, world.versions[role], tag)
+    client.set_registered_model_alias(MODEL, "champion", world.versions["stable"])
+    client.set_registered_model_alias(MODEL, "challenger", world.versions["healthy"])
+    cluster = LocalCluster(folder / "cluster")
+    cluster.create(
+        INFERENCE_SERVICES,
+        chart_inference_service(MODEL, f"models:/{MODEL}@champion", world.tracking_uri),
+    )
+    return cluster
+
+
 def start_local_serving(
     cluster: Any, port: int, slots: tuple[int, int], folder: Path, stack: ExitStack
 ) -> tuple[Process, str]:
@@ -580,26 +605,17 @@ def test_the_local_controller_promotes_and_rolls_back_on_real_metrics(
     """`make demo`'s story with real parts: the local cluster, local serving
     (demo/local_serving.py: revisions as predictor processes, its router splitting the
     URL by the status's traffic), a real Prometheus scraping both of its slots, and
-    `controller --target local`: a healthy challenger promoted, a flipped-label one
-    rolled back on its class mix, each decision an Event in events.jsonl and each
-    analysis a verdict table on the controller's stdout."""
+    `controller --target local`: a healthy challenger promoted (its controller killed
+    with SIGKILL mid-soak and resumed by the next), a flipped-label one rolled back on its
+    class mix, each decision an Event in events.jsonl and each analysis a verdict table
+    on the controller's stdout."""
     from mlflow import MlflowClient
 
-    from contract.local_cluster import INFERENCE_SERVICES, LocalCluster
-    from demo.local_serving import chart_inference_service
+    from contract.local_cluster import INFERENCE_SERVICES
 
     client = MlflowClient(world.tracking_uri)
     versions = world.versions
-    for role in ("healthy", "flipped"):  # a fresh start, whichever test ran before
-        for tag in ("rollout_status", "rollout_reason"):
-            client.delete_model_version_tag(MODEL, versions[role], tag)
-    client.set_registered_model_alias(MODEL, "champion", versions["stable"])
-    client.set_registered_model_alias(MODEL, "challenger", versions["healthy"])
-    cluster = LocalCluster(tmp_path / "cluster")
-    cluster.create(
-        INFERENCE_SERVICES,
-        chart_inference_service(MODEL, f"models:/{MODEL}@champion", world.tracking_uri),
-    )
+    cluster = fresh_local_cluster(world, tmp_path)
     port, slots = free_port(), (free_port(), free_port())
 
     def predictor() -> dict[str, Any]:
@@ -614,28 +630,43 @@ def test_the_local_controller_promotes_and_rolls_back_on_real_metrics(
         load.thread.start()
         stack.callback(load.thread.join, 10)
         stack.callback(load.stopping.set)
-        controller = start_process(
-            [
-                PYTHON, "-m", "rollout", "controller", "--target", "local",
-                "--local-dir", str(cluster.folder), "--isvc", MODEL, "--model-name", MODEL,
-                "--tracking-uri", world.tracking_uri, "--prometheus-url", prometheus_url,
-                "--listen", "127.0.0.1", "--metrics-port", str(free_port()),
-                "--steps", "20,100", "--soak", "4", "--interval", "1", "--step-timeout", "120",
-                "--min-requests", "30", "--p99-slack", P99_SLACK, "--poll", "0.5",
-                "--grace", "20",
-            ],
-            tmp_path / "controller.log",
-        )  # fmt: skip
-        stack.callback(controller.stop)
+
+        def start_controller(number: int) -> Process:
+            controller = start_process(
+                [
+                    PYTHON, "-m", "rollout", "controller", "--target", "local",
+                    "--local-dir", str(cluster.folder), "--isvc", MODEL, "--model-name", MODEL,
+                    "--tracking-uri", world.tracking_uri, "--prometheus-url", prometheus_url,
+                    "--listen", "127.0.0.1", "--metrics-port", str(free_port()),
+                    "--steps", "20,100", "--soak", "4", "--interval", "1",
+                    "--step-timeout", "120", "--min-requests", "30", "--p99-slack", P99_SLACK,
+                    "--poll", "0.5", "--grace", "20",
+                ],
+                tmp_path / f"controller-{number}.log",
+            )  # fmt: skip
+            stack.callback(controller.stop)
+            return controller
+
+        controller = start_controller(1)
 
         def reasons() -> list[str]:
             assert controller.alive(), controller.log()
             assert serving.alive(), serving.log()
             return [str(e["reason"]) for e in events()]
 
+        # Killed in the first soak: the next controller resumes from the lease's record.
+        wait_until(lambda: "RolloutStarted" in reasons(), 120, "the healthy start")
+        os.killpg(controller.popen.pid, signal.SIGKILL)
+        controller.popen.wait(10)
+        lease = cluster.get("leases", f"{MODEL}-rollout")
+        record = json.loads(lease["metadata"]["annotations"][ANNOTATION])
+        assert (record["phase"], record["percent"]) == ("progressing", 20), record
+        controller = start_controller(2)
+
         wait_until(lambda: "RolloutPromoted" in reasons(), 240, "the healthy promotion")
         assert client.get_registered_model(MODEL).aliases["champion"] == versions["healthy"]
         assert reasons() == ["RolloutStarted", "RolloutPromoted"], controller.log()
+        assert "resuming the rollout of version" in controller.log()
         assert "canaryTrafficPercent" not in predictor()
         assert "verdict: PASS" in controller.log()  # the table, as `auto` prints it
         assert load.answered[versions["healthy"]] > 0
