@@ -14,9 +14,12 @@ MLFLOW_WEBHOOK_CACHE_TTL is the test's own: MLflow caches each event's webhook l
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +46,9 @@ SECRET = "webhook-secret-for-tests"
 HOOK_NAME = "mlops-rollout-controller"
 
 
-@pytest.fixture
-def delivering_mlflow(tmp_path: Path) -> Iterator[MlflowServer]:
+@contextmanager
+def mlflow_as_the_chart_runs_it(folder: Path, port: int) -> Iterator[MlflowServer]:
+    """`mlflow server` with the webhook settings and workers of the chart's MLflow."""
     from cryptography.fernet import Fernet
 
     from tests.chart.render import render
@@ -54,13 +58,12 @@ def delivering_mlflow(tmp_path: Path) -> Iterator[MlflowServer]:
     settings = mlflow_webhook_env(rendered)
     # The Secret's value: a Fernet key, as `docs/rollouts.md` has the operator make it.
     settings["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
-    args = mlflow_server_args(tmp_path / "mlflow", port := free_port())
+    args = mlflow_server_args(folder, port)
     args[args.index("--workers") + 1] = str(rendered.values["mlflow"]["workers"])
-    root = tmp_path / "mlflow"
-    root.mkdir()
+    folder.mkdir()
     process = start_process(
         args,
-        root / "mlflow.log",
+        folder / "mlflow.log",
         env={
             "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -71,9 +74,66 @@ def delivering_mlflow(tmp_path: Path) -> Iterator[MlflowServer]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http_ok(process, f"{url}/health", 90, "mlflow server")
-        yield MlflowServer(url=url, port=port, process=process, root=root)
+        yield MlflowServer(url=url, port=port, process=process, root=folder)
     finally:
         process.stop()
+
+
+class LaterMlflow:
+    """One server for the module, started by the first test that needs it running: the
+    registration test first watches the controller try while nothing answers yet."""
+
+    def __init__(self, folder: Path, stack: ExitStack) -> None:
+        self.folder, self.stack, self.port = folder, stack, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: MlflowServer | None = None
+
+    def started(self) -> MlflowServer:
+        if self.server is None:
+            self.server = self.stack.enter_context(
+                mlflow_as_the_chart_runs_it(self.folder / "mlflow", self.port)
+            )
+        return self.server
+
+
+@pytest.fixture(scope="module")
+def later_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaterMlflow]:
+    with ExitStack() as stack:
+        yield LaterMlflow(tmp_path_factory.mktemp("webhook"), stack)
+
+
+@pytest.fixture
+def delivering_mlflow(later_mlflow: LaterMlflow) -> MlflowServer:
+    return later_mlflow.started()
+
+
+def test_the_webhook_is_registered_once_mlflow_answers(
+    later_mlflow: LaterMlflow, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller may start before MLflow (a fresh install): it keeps trying, and
+    registers the webhook as soon as the server answers."""
+    from mlflow import MlflowClient
+
+    if later_mlflow.server is not None:
+        pytest.skip("the module's MLflow already runs (this test ran after the others)")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast while it is down
+    monkeypatch.setattr(webhook, "REGISTER_RETRY_SECONDS", 0.5)
+    target = f"http://127.0.0.1:{free_port()}/webhook"
+    stopping = threading.Event()
+    caplog.set_level(logging.INFO, logger="rollout.webhook")
+    thread = webhook.keep_registering(later_mlflow.url, HOOK_NAME, target, SECRET, stopping)
+    try:
+        wait_until(lambda: "not registered in MLflow" in caplog.text, 60, "a failed attempt")
+        assert thread.is_alive()
+        server = later_mlflow.started()
+        thread.join(60)
+        assert not thread.is_alive(), caplog.text
+        [hook] = [h for h in MlflowClient(server.url).list_webhooks() if h.name == HOOK_NAME]
+        assert hook.url == target
+        assert f"webhook {HOOK_NAME} created in MLflow" in caplog.text
+    finally:
+        stopping.set()
+        thread.join(10)
 
 
 def test_a_signed_alias_event_starts_the_rollout_before_the_poll(
@@ -110,9 +170,13 @@ def test_a_signed_alias_event_starts_the_rollout_before_the_poll(
             def registered() -> list[Any]:
                 return [hook for hook in client.list_webhooks() if hook.name == HOOK_NAME]
 
-            wait_until(lambda: bool(registered()), 60, "the controller's webhook in MLflow")
+            # Created here, or (after the registration test) updated to this URL.
+            wait_until(
+                lambda: [h.url for h in registered()] == [f"{base}/webhook"],
+                60,
+                "the controller's webhook in MLflow",
+            )
             [hook] = registered()
-            assert hook.url == f"{base}/webhook"
             assert [str(e) for e in hook.events] == ["model_version_alias.created"]
             # A restart registers again: the same one webhook, brought up to date.
             assert webhook.register(client, HOOK_NAME, f"{base}/webhook", SECRET) == "updated"
