@@ -580,7 +580,7 @@ def test_the_controller_rolls_back_a_flipped_label_model_with_no_command_typed(
     kubectl("apply", "-f", str(config_map))
     rows = [[float(v) for v in row] for row in load_breast_cancer().data]
     with ingress.sampled(seconds=1800, rows=rows) as seen:
-        version = train_new_version("-f", str(flipped.VALUES_FILE.relative_to(REPO_ROOT)))
+        version = train_new_version("-f", os.path.relpath(flipped.VALUES_FILE, REPO_ROOT))
         wait_until(
             lambda: rollout_tool.tags(version).get("rollout_status") == "rejected",
             1500, "the controller's rollback", interval=10,
