@@ -12,7 +12,7 @@ KUBECTL="${KUBECTL:-kubectl}"
 HELM="${HELM:-helm}"
 TIMEOUT_SECONDS="${TRAIN_TIMEOUT_SECONDS:-1800}"
 K=("$KUBECTL" --context "$KUBE_CONTEXT" -n "$NAMESPACE")
-read -r -a extra <<<"${TRAIN_HELM_ARGS:-}"
+read -r -a extra <<<"${TRAIN_HELM_ARGS:-}"  # (the expansion below is safe for an empty list on bash 3.2)
 
 values="$(mktemp)"
 trap 'rm -f "$values"' EXIT
@@ -28,7 +28,7 @@ if [ -z "$kube_version" ]; then
 fi
 job="$("$HELM" template "$RELEASE" charts/mlops -n "$NAMESPACE" -f "$values" \
   --kube-version "$kube_version" \
-  "${extra[@]}" --set training.enabled=true --set-string training.runSuffix="$suffix" \
+  ${extra[@]+"${extra[@]}"} --set training.enabled=true --set-string training.runSuffix="$suffix" \
   --show-only templates/training-job.yaml | "${K[@]}" create -f - -o name)"
 echo "started $job"
 

@@ -227,7 +227,10 @@ def test_client_only_helm_template_accepts_the_chart(which: str) -> None:
     assert render({}, kube_version=default).objects
 
 
-def test_make_train_renders_for_the_cluster_s_kubernetes_version(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", ["", "-f tests/e2e/flipped-values.yaml"])
+def test_make_train_renders_for_the_cluster_s_kubernetes_version(
+    tmp_path: Path, extra: str
+) -> None:
     env, log = recording_tools(
         tmp_path,
         {
@@ -242,7 +245,7 @@ def test_make_train_renders_for_the_cluster_s_kubernetes_version(tmp_path: Path)
         "NAMESPACE": "mlops",
         "KUBE_CONTEXT": "kind-mlops",
         # The e2e tier's flipped-label run (tests/e2e/flipped.py) adds its values file.
-        "TRAIN_HELM_ARGS": "-f tests/e2e/flipped-values.yaml",
+        "TRAIN_HELM_ARGS": extra,
     }
     done = subprocess.run(
         ["bash", "scripts/kind-train.sh"],
@@ -256,8 +259,8 @@ def test_make_train_renders_for_the_cluster_s_kubernetes_version(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     [template] = [line for line in log.read_text().splitlines() if " template " in line]
     assert "--kube-version v1.34.0 " in template, template
-    # After the release's own values, so the extra file wins.
-    assert " -f tests/e2e/flipped-values.yaml --set training.enabled=true " in template, template
+    # After the release's own values, so the extra file wins; nothing when empty.
+    assert f"v1.34.0 {extra} --set training.enabled=true ".replace("  ", " ") in template
 
 
 # The keys Knative Serving reads from config-features (knative/serving
