@@ -99,24 +99,31 @@ clean: ## Remove caches and build output (keeps .venv and demo data).
 # starts. Running it again reuses what still runs.
 ## state, logs and PID records of `make demo`
 DEMO_DIR ?= .demo
-## the demo predictor's HTTP port
+## the demo InferenceService's HTTP port (the local router, split by traffic)
 PREDICTOR_PORT ?= 8080
-## the demo predictor's gRPC port
+## the demo InferenceService's gRPC port (split per connection)
 PREDICTOR_GRPC_PORT ?= 8081
-## the demo canary predictor's HTTP port
+## the demo's revision slot A, HTTP (stable and canary alternate between slots)
 CANARY_PORT ?= 8082
-## the demo canary predictor's gRPC port
+## the demo's revision slot A, gRPC
 CANARY_GRPC_PORT ?= 8083
+## the demo's revision slot B, HTTP
+SLOT_B_PORT ?= 8084
+## the demo's revision slot B, gRPC
+SLOT_B_GRPC_PORT ?= 8085
+## the demo rollout controller's /metrics and /readyz port
+CONTROLLER_PORT ?= 8086
 ## port of the local Prometheus (the demo's; PROMETHEUS_URL follows it)
 PROMETHEUS_PORT ?= 9090
-# The demo's load tests: users, seconds of the first run and of the canary run, canary share (%).
+# The demo's load tests and rollouts: users, seconds of the first run, soak of each rollout
+# step, the schedule's first step (%).
 ## locust users of the demo's load tests
 DEMO_USERS ?= 8
 ## seconds of the demo's first load test
 DEMO_LOAD_SECONDS ?= 10
-## seconds of the demo's canary load test
-DEMO_CANARY_SECONDS ?= 20
-## the demo canary's share of requests (%)
+## seconds of traffic in each rollout step of the demo before its analysis
+DEMO_CANARY_SECONDS ?= 12
+## the demo rollout's first step (% of traffic to the canary)
 DEMO_CANARY_WEIGHT ?= 10
 # `make demo-down CLEAN=1` also deletes DEMO_DIR (the registry, artifacts, reports).
 ## `make demo-down CLEAN=1` also deletes DEMO_DIR
@@ -138,10 +145,12 @@ LOADTEST_OUT ?= $(DEMO_DIR)/loadtest/last
 LOADTEST_ARGS ?=
 
 .PHONY: demo
-demo: demo-venv ## Whole flow locally: MLflow, training, predictor, locust, Prometheus, a canary + analysis.
+demo: demo-venv ## Whole lifecycle locally: train, serve, load test, one version promoted and one rolled back by the rollout controller.
 	$(PY) -m demo up --dir $(DEMO_DIR) --model-name $(MODEL_NAME) --mlflow-port $(MLFLOW_PORT) \
 	  --predictor-port $(PREDICTOR_PORT) --predictor-grpc-port $(PREDICTOR_GRPC_PORT) \
 	  --canary-port $(CANARY_PORT) --canary-grpc-port $(CANARY_GRPC_PORT) \
+	  --slot-b-port $(SLOT_B_PORT) --slot-b-grpc-port $(SLOT_B_GRPC_PORT) \
+	  --controller-port $(CONTROLLER_PORT) \
 	  --prometheus-port $(PROMETHEUS_PORT) --users $(DEMO_USERS) \
 	  --load-seconds $(DEMO_LOAD_SECONDS) --canary-seconds $(DEMO_CANARY_SECONDS) \
 	  --canary-weight $(DEMO_CANARY_WEIGHT)

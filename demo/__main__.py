@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = DemoSettings()
     parser = argparse.ArgumentParser(
         prog="python -m demo",
-        description="The local demo: MLflow, training, predictors, locust, Prometheus, canary.",
+        description="The local demo: MLflow, training, a local InferenceService, locust, "
+        "Prometheus, and the rollout controller promoting one version and rolling one back.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("predictor-grpc-port", d.predictor_grpc_port),
         ("canary-port", d.canary_port),
         ("canary-grpc-port", d.canary_grpc_port),
+        ("slot-b-port", d.slot_b_port),
+        ("slot-b-grpc-port", d.slot_b_grpc_port),
+        ("controller-port", d.controller_port),
         ("prometheus-port", d.prometheus_port),
         ("users", d.users),
         ("load-seconds", d.load_seconds),
@@ -61,6 +65,9 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
         predictor_grpc_port=args.predictor_grpc_port,
         canary_port=args.canary_port,
         canary_grpc_port=args.canary_grpc_port,
+        slot_b_port=args.slot_b_port,
+        slot_b_grpc_port=args.slot_b_grpc_port,
+        controller_port=args.controller_port,
         prometheus_port=args.prometheus_port,
         users=args.users,
         load_seconds=args.load_seconds,

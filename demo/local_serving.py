@@ -422,11 +422,13 @@ class LocalServing:
         for name in sorted(routed - keep):
             if name in self.revisions:
                 self.run_revision(self.revisions[name], keep | routed)
+        # The route first, then the processes no route needs: no request goes to a
+        # predictor that is being stopped.
+        self.table.backends = tuple(self.backend(t) for t in targets if t.revision)
+        self.table.not_ready_reason = latest.failed or f"revision {latest.name} is not ready yet"
         needed = routed | {latest.name}
         for name in [n for n in self.processes if n not in needed]:
             self.drop_process(name)
-        self.table.backends = tuple(self.backend(t) for t in targets if t.revision)
-        self.table.not_ready_reason = latest.failed or f"revision {latest.name} is not ready yet"
         self.write_status(obj, latest, after, targets)
 
     def backend(self, target: Target) -> Backend:

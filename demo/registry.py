@@ -26,3 +26,35 @@ def alias_version(tracking_uri: str, model_name: str, alias: str) -> str | None:
     raise DemoError(
         f"MLflow answered {response.status_code} for {model_name}@{alias}: {response.text[:200]}"
     )
+
+
+def version_tags(tracking_uri: str, model_name: str, version: str) -> dict[str, str]:
+    """The tags of one model version ({} when it does not exist)."""
+    try:
+        response = requests.get(
+            f"{tracking_uri}/api/2.0/mlflow/model-versions/get",
+            params={"name": model_name, "version": version},
+            timeout=10,
+        )
+    except requests.RequestException as e:
+        raise DemoError(f"the MLflow server at {tracking_uri} did not answer: {e}") from e
+    if response.status_code != 200:
+        return {}
+    tags = response.json().get("model_version", {}).get("tags", [])
+    return {str(t["key"]): str(t.get("value", "")) for t in tags}
+
+
+def latest_versions(tracking_uri: str, model_name: str) -> list[str]:
+    """Every version number of the model, oldest first."""
+    try:
+        response = requests.get(
+            f"{tracking_uri}/api/2.0/mlflow/model-versions/search",
+            params={"filter": f"name='{model_name}'", "max_results": "1000"},
+            timeout=10,
+        )
+    except requests.RequestException as e:
+        raise DemoError(f"the MLflow server at {tracking_uri} did not answer: {e}") from e
+    if response.status_code != 200:
+        return []
+    versions = [str(v["version"]) for v in response.json().get("model_versions", [])]
+    return sorted(versions, key=int)

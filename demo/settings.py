@@ -10,7 +10,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the demo writes into its state folder; `down --clean` refuses a folder holding
 # anything else, so a mistyped DEMO_DIR never deletes someone's files.
-STATE_ENTRIES = frozenset({"run", "logs", "mlflow", "prometheus", "loadtest"})
+STATE_ENTRIES = frozenset({"run", "logs", "mlflow", "prometheus", "loadtest", "cluster", "data"})
 
 
 @dataclass(frozen=True)
@@ -19,18 +19,25 @@ class DemoSettings:
     model_name: str = "breast-cancer"
     mlflow_port: int = 5000
     predictor_port: int = 8080
+    """The InferenceService's URL: the local router, split by the traffic in its status."""
     predictor_grpc_port: int = 8081
+    """The router's gRPC relay (split per connection)."""
     canary_port: int = 8082
+    """Revision slot A (HTTP): stable and canary revisions alternate between slots A and B."""
     canary_grpc_port: int = 8083
+    slot_b_port: int = 8084
+    slot_b_grpc_port: int = 8085
+    controller_port: int = 8086
+    """The rollout controller's /metrics, /healthz and /readyz."""
     prometheus_port: int = 9090
     users: int = 8
     """Locust users of both load tests."""
     load_seconds: int = 10
     """Length of the first load test (stable only)."""
-    canary_seconds: int = 20
-    """Length of the 90/10 load test the canary analysis judges."""
+    canary_seconds: int = 12
+    """Soak of each rollout step: seconds of traffic before the step's first analysis."""
     canary_weight: int = 10
-    """Percent of the canary load test's requests sent to the canary."""
+    """The first step of the rollout schedule (percent of traffic to the canary)."""
     min_requests: int = 50
     """Requests each version needs for the analysis to reach a verdict."""
     python: str = field(default_factory=lambda: sys.executable)
@@ -43,6 +50,9 @@ class DemoSettings:
             "PREDICTOR_GRPC_PORT": self.predictor_grpc_port,
             "CANARY_PORT": self.canary_port,
             "CANARY_GRPC_PORT": self.canary_grpc_port,
+            "SLOT_B_PORT": self.slot_b_port,
+            "SLOT_B_GRPC_PORT": self.slot_b_grpc_port,
+            "CONTROLLER_PORT": self.controller_port,
             "PROMETHEUS_PORT": self.prometheus_port,
         }
         problems += [f"{k}={v} is not a port" for k, v in ports.items() if not 0 < v < 65536]
@@ -78,6 +88,21 @@ class DemoSettings:
         return self.state_dir / "prometheus"
 
     @property
+    def cluster_dir(self) -> Path:
+        """The local cluster: the InferenceService, revisions, the rollout's Lease, Events."""
+        return self.state_dir / "cluster"
+
+    @property
+    def data_dir(self) -> Path:
+        """Data sets the demo writes (the mislabelled export of its bad version)."""
+        return self.state_dir / "data"
+
+    @property
+    def steps(self) -> str:
+        """The rollout schedule: the first step, 50 %, then 100 % (promote)."""
+        return ",".join(str(p) for p in sorted({self.canary_weight, 50, 100}))
+
+    @property
     def loadtest_dir(self) -> Path:
         return self.state_dir / "loadtest"
 
@@ -95,8 +120,8 @@ class DemoSettings:
         return f"http://127.0.0.1:{self.predictor_port}"
 
     @property
-    def canary_url(self) -> str:
-        return f"http://127.0.0.1:{self.canary_port}"
+    def slot_urls(self) -> tuple[str, str]:
+        return (f"http://127.0.0.1:{self.canary_port}", f"http://127.0.0.1:{self.slot_b_port}")
 
     @property
     def prometheus_url(self) -> str:
