@@ -55,7 +55,8 @@ FIRST_TRAINING = ("--candidates", "logreg")
 TIE = ("--max-regression", "0.02")
 # The good challenger: the same recipe with another seed.
 GOOD_TRAINING = ("--seed", "7", "--candidates", "logreg", *TIE)
-BAD_DATASET = "breast-cancer-export.csv"
+BAD_DATASET = "breast-cancer-export"
+"""The mislabelled export: `<name>.csv`, and the `dataset` tag training gives its versions."""
 TRAINING_TIMEOUT = 900
 READY_TIMEOUT = 240
 ROLLOUT_TIMEOUT = 240
@@ -427,7 +428,7 @@ class Demo:
         from sklearn.datasets import load_breast_cancer
 
         data = load_breast_cancer()
-        path = self.s.data_dir / BAD_DATASET
+        path = self.s.data_dir / f"{BAD_DATASET}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as out:
             writer = csv.writer(out)
@@ -519,7 +520,7 @@ class Demo:
         for version in reversed(registry.latest_versions(s.mlflow_url, s.model_name)):
             tags = registry.version_tags(s.mlflow_url, s.model_name, version)
             outcome = ENDED.get(tags.get(registry_tags.ROLLOUT_STATUS, ""))
-            bad = BAD_DATASET in tags.get(registry_tags.DATASET, "")
+            bad = tags.get(registry_tags.DATASET) == BAD_DATASET
             if outcome is not None and bad == (label == "bad"):
                 return version, outcome
         return None

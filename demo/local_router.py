@@ -74,6 +74,8 @@ class RouteTable:
     def __init__(self) -> None:
         self.backends: tuple[Backend, ...] = ()
         self.not_ready_reason = "no revision is ready yet"
+        self.synced = False
+        """Set after the first reconcile: until then the status may be an old run's."""
 
     def pick(self, rng: random.Random) -> Backend | None:
         backends = [b for b in self.backends if b.percent > 0]
@@ -94,6 +96,8 @@ def build_app(table: RouteTable, timeout: float = 60.0, seed: int | None = None)
     )
 
     async def health(request: Request) -> Response:
+        if not table.synced:
+            return _error(503, "the first reconcile has not finished yet")
         return JSONResponse({"status": "alive"})
 
     async def routes(request: Request) -> Response:

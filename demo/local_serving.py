@@ -402,6 +402,7 @@ class LocalServing:
             self.table.not_ready_reason = f"InferenceService {self.name} does not exist"
             for name in list(self.processes):
                 self.drop_process(name)
+            self.table.synced = True
             return
         before = Component.from_status(obj.get("status") or {})
         latest = self.ensure_revision(obj)
@@ -430,6 +431,7 @@ class LocalServing:
         for name in [n for n in self.processes if n not in needed]:
             self.drop_process(name)
         self.write_status(obj, latest, after, targets)
+        self.table.synced = True
 
     def backend(self, target: Target) -> Backend:
         name = str(target.revision)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class Serving:
     url: str
     slots: tuple[int, int]
     versions: tuple[str, str]
+    grpc_port: int
 
     def isvc(self) -> dict[str, Any]:
         return self.cluster.get("inferenceservices", NAME)
@@ -123,6 +125,26 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+# Triton's gRPC stubs and KServe's share protobuf names, so the client runs in a child
+# process (as in tests/serving/test_v2_clients.py).
+GRPC_METADATA = """
+import json, sys
+import tritonclient.grpc as triton
+client = triton.InferenceServerClient(sys.argv[1])
+print(json.dumps(client.get_model_metadata(sys.argv[2], as_json=True)["versions"]))
+"""
+
+
+def grpc_versions(port: int) -> list[str]:
+    done = subprocess.run(
+        [PYTHON, "-c", GRPC_METADATA, f"127.0.0.1:{port}", NAME],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    versions: list[str] = json.loads(done.stdout)
+    return versions
+
+
 def revision(number: int) -> str:
     return f"{NAME}-predictor-{number:05d}"
 
@@ -142,11 +164,11 @@ def serving(
         "inferenceservices",
         chart_inference_service(NAME, f"models:/{NAME}@champion", mlflow_server.url),
     )
-    port, slots = free_port(), (free_port(), free_port())
+    port, grpc_port, slots = free_port(), free_port(), (free_port(), free_port())
     process = start_process(
         [
             PYTHON, "-m", "demo.local_serving", "--dir", str(cluster.folder), "--name", NAME,
-            "--port", str(port), "--grpc-port", str(free_port()),
+            "--port", str(port), "--grpc-port", str(grpc_port),
             "--slot", f"{slots[0]}:{free_port()}", "--slot", f"{slots[1]}:{free_port()}",
             "--log-dir", str(folder / "logs"), "--interval", "0.2",
             "--progress-deadline", "8",
@@ -154,7 +176,8 @@ def serving(
         folder / "local-serving.log",
     )  # fmt: skip
     try:
-        yield Serving(cluster, process, f"http://127.0.0.1:{port}", slots, (first, second))
+        url = f"http://127.0.0.1:{port}"
+        yield Serving(cluster, process, url, slots, (first, second), grpc_port)
     finally:
         process.stop()
     # Its predictors stop with it: no slot is left listening.
@@ -174,6 +197,8 @@ def test_the_lifecycle_of_an_inference_service_as_kserve_reports_it(serving: Ser
     assert serving.isvc()["status"]["observedGeneration"] == 1
     assert serving.versions_answering(3) == {first: 3}
     assert isvc.parse(serving.isvc()).ready is True
+    # gRPC through the relay reaches the revision's own gRPC port.
+    assert grpc_versions(serving.grpc_port) == [first]
 
     # A canary at 25 %: a second revision on the other slot, the split near 25 %.
     serving.patch(lambda o: isvc.start_patch(o, f"models:/{NAME}/{second}", 25))

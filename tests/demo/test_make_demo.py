@@ -175,7 +175,7 @@ def test_make_demo_twice_then_demo_down_leaves_no_process(clone: Path) -> None:
     second = make(clone, "demo", *settings, "DEMO_LOAD_SECONDS=3", "DEMO_CANARY_SECONDS=10")
 
     assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
-    assert "already registered: version 1 is @champion (no training)" in second.stdout
+    assert "already registered: version 2 is @champion (no training)" in second.stdout
     assert "already done: version 2 was promoted (no training)" in second.stdout
     assert "already done: version 3 was rolled back (no training)" in second.stdout
     for name, record in started.items():
