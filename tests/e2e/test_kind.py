@@ -325,6 +325,18 @@ class RolloutTool:
     kubeconfig: str
     tracking_uri: str
     prometheus_url: str
+    mlflow_forward: Process
+    folder: Any
+
+    def reconnect_mlflow(self) -> None:
+        """A new port-forward to MLflow: one to a pod ends with that pod (a new image
+        replaces MLflow's pod, Recreate)."""
+        self.mlflow_forward.stop()
+        kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}-mlflow",
+                "--timeout=600s", timeout=660)  # fmt: skip
+        self.tracking_uri, self.mlflow_forward = port_forward(
+            f"svc/{RELEASE}-mlflow", NAMESPACE, 5000, self.folder
+        )
 
     def __call__(
         self, command: str, *args: str, timeout: float = 1200
@@ -407,10 +419,11 @@ def rollout_tool(deployed: None, tmp_path_factory: pytest.TempPathFactory) -> It
     prometheus_url, prometheus_forward = port_forward(
         "svc/kube-prometheus-stack-prometheus", "monitoring", 9090, folder
     )
+    tool = RolloutTool(str(kubeconfig), mlflow_url, prometheus_url, mlflow_forward, folder)
     try:
-        yield RolloutTool(str(kubeconfig), mlflow_url, prometheus_url)
+        yield tool
     finally:
-        mlflow_forward.stop()
+        tool.mlflow_forward.stop()
         prometheus_forward.stop()
 
 
@@ -554,6 +567,7 @@ def test_make_deploy_with_a_new_image_after_a_promotion_keeps_the_promoted_versi
     tag = "0.0.0-e2e-redeploy"  # same build, new tag: a new image reference everywhere
     run("make", "images", *MAKE_SETTINGS, f"IMAGE_TAG={tag}", timeout=3600)
     run("make", "deploy", *MAKE_SETTINGS, f"IMAGE_TAG={tag}", timeout=3600)
+    rollout_tool.reconnect_mlflow()
     wait_for_new_ready_revision(before)
     wait_for_split([100])
     predictor = inference_service()["spec"]["predictor"]
