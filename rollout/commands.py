@@ -127,7 +127,7 @@ class Rollout:
                 f"{self.kube.describe()} serves {parsed.model_uri}, an alias the registry "
                 "does not have"
             )
-        return obj, RolloutState(parsed, aliases, spec_version)
+        return obj, RolloutState(parsed, aliases, spec_version, self.settings.target == LOCAL)
 
     # -- writing ---------------------------------------------------------------------------
 

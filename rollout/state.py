@@ -24,6 +24,8 @@ class RolloutState:
     aliases: dict[str, str]
     spec_version: str
     """The version the spec's MODEL_URI names (an alias there is resolved)."""
+    local: bool = False
+    """Read from the demo's local cluster (`--target local`): the hints name its tools."""
 
     @property
     def stable_version(self) -> str | None:
@@ -69,6 +71,13 @@ def check_ready(state: RolloutState, action: str) -> None:
     (fresh from Helm, no controller yet) nothing says which revision serves what."""
     isvc = state.isvc
     where = f"InferenceService {isvc.namespace}/{isvc.name}"
+    if isvc.ready is None and state.local:
+        raise RefusedError(
+            f"{where} has no Ready condition yet: local serving has not reported on it, so "
+            f"nothing says what serves; refusing to {action}. Wait until "
+            "`python -m rollout status --target local` shows it ready (is local serving "
+            "running? `make demo` starts it)"
+        )
     if isvc.ready is None:
         raise RefusedError(
             f"{where} has no Ready condition yet: no KServe controller has reported on it, so "
@@ -77,9 +86,14 @@ def check_ready(state: RolloutState, action: str) -> None:
         )
     if not isvc.ready:
         reason = f" ({isvc.ready_reason})" if isvc.ready_reason else ""
+        look = (
+            "its message names the revision's log"
+            if state.local
+            else f"`kubectl describe isvc {isvc.name}`"
+        )
         raise RefusedError(
             f"{where} is not Ready{reason}; refusing to {action}: fix what the condition "
-            f"says (`kubectl describe isvc {isvc.name}`), or roll back"
+            f"says ({look}), or roll back"
         )
 
 

@@ -151,6 +151,10 @@ def test_the_same_refusals_locally(
     cluster.update_status(INFERENCE_SERVICES, name, status)
     code, _ = rollout("promote")
     assert code == 2 and "is not Ready (RevisionFailed: exit 1)" in caplog.text
+    assert "kubectl" not in caplog.text  # the hints name the local tools
+    cluster.update_status(INFERENCE_SERVICES, name, {})
+    code, _ = rollout("promote")
+    assert code == 2 and "local serving has not reported on it" in caplog.text
     assert registry_model.aliases()["champion"] == "1"
 
 
