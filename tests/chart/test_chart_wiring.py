@@ -399,6 +399,11 @@ def test_the_dashboard_is_found_by_the_grafana_sidecar_and_shows_what_matters(
         for p in rows["Per Knative revision"]
         for t in p["targets"]
     )
+    # The drift panel: the top five features of each version, never of all versions.
+    [drift] = [p for p in dashboard["panels"] if p["title"].startswith("Top drifting")]
+    assert drift["targets"][0]["expr"].startswith(
+        "topk by (model_version) (5, model_version:inference_feature_psi:rate30m{"
+    )
     # Stacking would add the versions' shares (or rates) onto each other.
     stacked = [
         p["title"]
