@@ -41,6 +41,7 @@ from rollout.errors import (
 from rollout.lock import RENEW_EVERY_SECONDS, RolloutLock
 from rollout.plan import Schedule, StepDecision, decide_step
 from rollout.progress import ANNOTATION, Phase, Progress
+from rollout.settings import LOCAL
 from rollout.state import RolloutState, check_can_start
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,13 @@ class Reconciler:
         try:
             progress = self._read_record()
         except ValueError as e:  # an unreadable record: say so, touch nothing
-            raise RefusedError(str(e)) from e
+            settings = self.rollout.settings
+            where = (
+                f" (locally: remove {settings.local_dir}/leases/{self.lock.name}.json)"
+                if settings.target == LOCAL
+                else ""
+            )
+            raise RefusedError(f"{e}{where}") from e
         self.metrics.set_phase(self.model, progress.phase, progress.percent)
         try:
             if progress.phase is Phase.PROGRESSING:

@@ -500,3 +500,34 @@ def test_the_make_targets_act_on_the_local_cluster_with_target_local(
     assert done.returncode == 0, done.stderr
     assert registry_model.tags("2")["rollout_reason"] == "by make"
     assert (tmp_path / "exit-code").read_text().strip() == "0"
+
+
+def test_an_unreadable_record_on_the_local_lease_is_refused_with_its_file(
+    cluster: LocalCluster, registry_model: RegistryModel
+) -> None:
+    from rollout.controller_metrics import ControllerMetrics
+    from rollout.reconcile import CONTROLLER_IDENTITY, ControllerConfig, Reconciler
+
+    name = registry_model.name
+    cluster.create(
+        LEASES,
+        {
+            "metadata": {"name": f"{name}-rollout", "annotations": {ANNOTATION: "{not json"}},
+            "spec": {"holderIdentity": CONTROLLER_IDENTITY, "leaseDurationSeconds": 180},
+        },
+    )
+    args = build_parser({}).parse_args(
+        ["controller", "--target", "local", "--local-dir", str(cluster.folder),
+         "--model-name", name, "--tracking-uri", registry_model.tracking_uri]
+    )  # fmt: skip
+    settings = settings_from_args(args)
+    reconciler = Reconciler(
+        Rollout(settings), ControllerConfig(settings.schedule), ControllerMetrics()
+    )
+    before = stored(cluster, name)
+    lease_file = f"{cluster.folder}/leases/{name}-rollout.json"
+    with pytest.raises(
+        RefusedError, match=f"is not a rollout record.*locally: remove {lease_file}"
+    ):
+        reconciler.tick()
+    assert stored(cluster, name) == before  # touched nothing
