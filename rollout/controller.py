@@ -40,7 +40,7 @@ from contract import uris
 from rollout import webhook
 from rollout.commands import Rollout
 from rollout.controller_metrics import ControllerMetrics
-from rollout.errors import RefusedError, RolloutError
+from rollout.errors import ConfigError, RefusedError, RolloutError
 from rollout.kube import InferenceServiceApi, InferenceServices, connect
 from rollout.reconcile import ControllerConfig, Reconciler
 from rollout.settings import Settings
@@ -371,9 +371,16 @@ def run_local(settings: Settings, config: ControllerConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
-    metrics_server = serve_metrics(
-        controller, settings.controller_listen, settings.controller_metrics_port
-    )
+    try:
+        metrics_server = serve_metrics(
+            controller, settings.controller_listen, settings.controller_metrics_port
+        )
+    except OSError as e:
+        raise ConfigError(
+            f"cannot serve /metrics on {settings.controller_listen}:"
+            f"{settings.controller_metrics_port} ({e}); pass --metrics-port a free port "
+            "(the default 9090 is also Prometheus's)"
+        ) from e
     logger.info(
         "rollout controller (local cluster %s): metrics, /readyz and /healthz on :%d",
         settings.local_dir,

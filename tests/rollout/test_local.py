@@ -531,3 +531,27 @@ def test_an_unreadable_record_on_the_local_lease_is_refused_with_its_file(
     ):
         reconciler.tick()
     assert stored(cluster, name) == before  # touched nothing
+
+
+def test_the_local_controller_refuses_a_busy_metrics_port_and_a_missing_cluster(
+    tmp_path: Path, cluster: LocalCluster, registry_model: RegistryModel
+) -> None:
+    import socket
+
+    def controller(local_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PYTHON, "-m", "rollout", "controller", "--target", "local",
+             "--local-dir", str(local_dir), "--model-name", registry_model.name,
+             "--tracking-uri", registry_model.tracking_uri, "--listen", "127.0.0.1",
+             "--metrics-port", str(port)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = controller(cluster.folder, busy.getsockname()[1])
+    assert done.returncode == 2, done.stderr
+    assert "pass --metrics-port a free port" in done.stderr
+    done = controller(tmp_path / "nowhere", free_port())
+    assert done.returncode == 2 and "run make demo first" in done.stderr
