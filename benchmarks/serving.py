@@ -514,6 +514,13 @@ def print_drift_cost(
             f"({cost:.1%} fewer, {how}; budget 5 %) {verdict(cost <= 0.05)}; p99 "
             f"{on.sample.p99_ms:.2f} vs {off.sample.p99_ms:.2f} ms"
         )
+    if on and off and paired:
+        cpu_on = statistics.median(paired.cpu_us[PREDICTOR])
+        cpu_off = statistics.median(paired.cpu_us[NO_DRIFT])
+        print(
+            f"  server CPU per request: {cpu_on:.0f} µs on vs {cpu_off:.0f} µs off "
+            f"({paired.cpu_cost:.1%} of the rate; budget 5 %) {verdict(paired.cpu_cost <= 0.05)}"
+        )
     if drift and on:
         count_us, scrape_ms = drift
         share = count_us / (1e6 / on.sample.rps)
@@ -526,14 +533,27 @@ def print_drift_cost(
 @dataclass
 class DriftCost:
     """The on/off comparison: each round runs both back to back (in alternating order),
-    so a round's ratio sees one state of a shared machine; the median ratio is judged."""
+    so a round's ratio sees one state of a shared machine; the medians are judged.
+
+    Two measures: throughput (wrk's rate) and the server's CPU time per request (its user
+    + system time over the round divided by the requests it answered). On a busy machine
+    the rate moves with whatever else runs; the CPU time a request costs the server moves
+    far less, and on the server's saturated core it is what bounds the rate."""
 
     round_costs: list[float]
-    """1 - on / off, per round."""
+    """1 - rate on / rate off, per round."""
+    cpu_us: dict[str, list[float]]
+    """Server CPU microseconds per request, per round, on (`predictor`) and off."""
 
     @property
     def cost(self) -> float:
         return statistics.median(self.round_costs)
+
+    @property
+    def cpu_cost(self) -> float:
+        """1 - off / on CPU per request: the share of the rate counting costs."""
+        on, off = self.cpu_us[PREDICTOR], self.cpu_us[NO_DRIFT]
+        return statistics.median(1 - b / a for a, b in zip(on, off, strict=True))
 
 
 def measure_drift(
@@ -541,6 +561,8 @@ def measure_drift(
 ) -> tuple[list[Row], DriftCost | None]:
     """The predictor with feature drift on and off, batch 1 at concurrency 8, paired
     round by round over more rounds than a cell (a 5 % budget needs less noise)."""
+    from benchmarks.wire_formats import cpu_seconds
+
     if script is None:  # BENCH_BATCHES without 1
         return [], None
     rounds = int(os.environ.get("BENCH_DRIFT_ROUNDS", "9"))
@@ -549,12 +571,17 @@ def measure_drift(
         start_server(k, model, tracking_uri, cores.server, folder) for k in (PREDICTOR, NO_DRIFT)
     ]
     samples: dict[str, list[Sample]] = {PREDICTOR: [], NO_DRIFT: []}
+    cpu_us: dict[str, list[float]] = {PREDICTOR: [], NO_DRIFT: []}
     try:
         for server in servers:
             run_wrk(cores, server.infer, script, 8, 2)  # warm-up
         for round_ in range(rounds):
             for server in servers if round_ % 2 == 0 else servers[::-1]:
-                samples[server.kind].append(run_wrk(cores, server.infer, script, 8, seconds))
+                before = cpu_seconds(server.process.popen.pid)
+                sample = run_wrk(cores, server.infer, script, 8, seconds)
+                used = cpu_seconds(server.process.popen.pid) - before
+                samples[server.kind].append(sample)
+                cpu_us[server.kind].append(used / max(1.0, sample.rps * seconds) * 1e6)
     finally:
         for server in servers:
             server.process.stop()
@@ -563,10 +590,14 @@ def measure_drift(
         ranked = sorted(taken, key=lambda s: s.rps)
         sample = ranked[len(ranked) // 2]
         rows.append(Row(DRIFT_CELL, kind, 8, 1, sample, sum(s.errors for s in taken)))
-        print(f"  {DRIFT_CELL} {kind:<16} {sample.rps:8.0f} rps  p99 {sample.p99_ms:6.2f} ms")
+        cpu = statistics.median(cpu_us[kind])
+        print(
+            f"  {DRIFT_CELL} {kind:<16} {sample.rps:8.0f} rps  p99 {sample.p99_ms:6.2f} ms  "
+            f"server CPU {cpu:.0f} µs per request"
+        )
     paired = zip(samples[PREDICTOR], samples[NO_DRIFT], strict=True)
-    cost = DriftCost([1 - on.rps / off.rps for on, off in paired])
-    print(f"  {DRIFT_CELL} cost per round: {', '.join(f'{c:.1%}' for c in cost.round_costs)}")
+    cost = DriftCost([1 - on.rps / off.rps for on, off in paired], cpu_us)
+    print(f"  {DRIFT_CELL} rate cost per round: {', '.join(f'{c:.1%}' for c in cost.round_costs)}")
     return rows, cost
 
 

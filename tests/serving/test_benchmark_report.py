@@ -83,8 +83,10 @@ def test_the_drift_budget_is_judged_on_the_same_run_s_on_and_off(
     print_drift_cost(cell(2940.0), (1.5, 0.8))
     print_drift_cost(cell(2700.0), None)
     # Paired rounds judge on their median ratio, not on the medians' ratio.
-    print_drift_cost(cell(2700.0), None, DriftCost([0.01, 0.03, 0.2]))
+    cpu = {PREDICTOR: [330.0, 340.0, 500.0], NO_DRIFT: [320.0, 330.0, 320.0]}
+    print_drift_cost(cell(2700.0), None, DriftCost([0.01, 0.03, 0.2], cpu))
     met, missed, paired = capsys.readouterr().out.split("- feature drift on: ")[1:]
+    assert "server CPU per request: 340 µs on vs 320 µs off (3.0% of the rate" in paired
     assert "(2.0% fewer, medians; budget 5 %) ok" in met
     assert "1.50 µs per one-row request" in met
     assert "(10.0% fewer, medians; budget 5 %) MISSED" in missed
