@@ -115,6 +115,10 @@ SLOT_B_GRPC_PORT ?= 8085
 CONTROLLER_PORT ?= 8086
 ## port of the local Prometheus (the demo's; PROMETHEUS_URL follows it)
 PROMETHEUS_PORT ?= 9090
+## the demo prediction log's throwaway PostgreSQL (when initdb is installed)
+POSTGRES_PORT ?= 5433
+## the demo's prediction log (python -m predictionlog: GET /predictions)
+PREDICTIONLOG_PORT ?= 8087
 # The demo's load tests and rollouts: users, seconds of the first run, soak of each rollout
 # step, the schedule's first step (%).
 ## locust users of the demo's load tests
@@ -151,6 +155,7 @@ demo: demo-venv ## Whole lifecycle locally: train, serve, load test, one version
 	  --canary-port $(CANARY_PORT) --canary-grpc-port $(CANARY_GRPC_PORT) \
 	  --slot-b-port $(SLOT_B_PORT) --slot-b-grpc-port $(SLOT_B_GRPC_PORT) \
 	  --controller-port $(CONTROLLER_PORT) \
+	  --postgres-port $(POSTGRES_PORT) --predictionlog-port $(PREDICTIONLOG_PORT) \
 	  --prometheus-port $(PROMETHEUS_PORT) --users $(DEMO_USERS) \
 	  --load-seconds $(DEMO_LOAD_SECONDS) --canary-seconds $(DEMO_CANARY_SECONDS) \
 	  --canary-weight $(DEMO_CANARY_WEIGHT)

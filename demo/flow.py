@@ -33,7 +33,7 @@ import requests
 from contract import metric_names, registry_tags, uris
 from contract.local_cluster import INFERENCE_SERVICES, AlreadyExists, LocalCluster
 from contract.uris import CHALLENGER, CHAMPION
-from demo import registry, services
+from demo import prediction_log, registry, services
 from demo.local_serving import chart_inference_service
 from demo.processes import DemoError, PortBusy, Record, Service, Supervisor, log_tail
 from demo.settings import REPO_ROOT, STATE_ENTRIES, DemoSettings
@@ -111,7 +111,7 @@ class Demo:
         champion = self.train_first()
 
         self.step(3, f"InferenceService {s.model_name} in the local cluster, served locally")
-        self.create_inference_service()
+        self.create_inference_service(self.start_prediction_log())
         self.ensure(self.serving_service(), "local serving (KServe + Knative stand-in)")
         self.wait_isvc_ready()
 
@@ -148,13 +148,16 @@ class Demo:
         ]  # fmt: skip
         if self.prometheus_bin:
             services.append(("prometheus", [s.prometheus_port]))
+        if prediction_log.missing() is None:
+            services += [("postgres", [s.postgres_port]), ("predictionlog", [s.predictionlog_port])]
         problems = self.supervisor.busy_ports(services)
         if problems:
             raise PortBusy(
                 "; ".join(problems) + " by a process this demo did not start. Stop it, or "
                 "choose other ports: make demo MLFLOW_PORT=... PREDICTOR_PORT=... "
                 "PREDICTOR_GRPC_PORT=... CANARY_PORT=... CANARY_GRPC_PORT=... SLOT_B_PORT=... "
-                "SLOT_B_GRPC_PORT=... CONTROLLER_PORT=... PROMETHEUS_PORT=..."
+                "SLOT_B_GRPC_PORT=... CONTROLLER_PORT=... PROMETHEUS_PORT=... POSTGRES_PORT=... "
+                "PREDICTIONLOG_PORT=..."
             )
 
     def ensure(self, service: Service, what: str, timeout: float = 120) -> Record:
@@ -180,11 +183,28 @@ class Demo:
     def cluster(self) -> LocalCluster:
         return LocalCluster(self.s.cluster_dir)
 
-    def create_inference_service(self) -> None:
-        """`kubectl apply` of the chart's InferenceService, serving @champion."""
+    def start_prediction_log(self) -> str | None:
+        """PostgreSQL and the prediction log, where initdb is installed; the sink's URL."""
+        s = self.s
+        why = prediction_log.missing()
+        if why is not None:
+            self.say(f"    prediction log: skipped, {why}")
+            return None
+        record, reused = self.supervisor.ensure(
+            prediction_log.postgres_service(s), 60, lambda: prediction_log.database_ready(s)
+        )
+        self.report_service(record, reused, f"PostgreSQL on 127.0.0.1:{s.postgres_port}")
+        self.ensure(prediction_log.sink_service(s), f"prediction log on {s.predictionlog_url}")
+        return f"{s.predictionlog_url}/"
+
+    def create_inference_service(self, logger_url: str | None = None) -> None:
+        """`kubectl apply` of the chart's InferenceService, serving @champion; with
+        KServe's payload logger pointing at `logger_url` when there is one."""
         s = self.s
         uri = uris.alias_uri(s.model_name, CHAMPION)
         obj = chart_inference_service(s.model_name, uri, s.mlflow_url)
+        if logger_url is not None:
+            obj["spec"]["predictor"]["logger"] = {"mode": "all", "url": logger_url}
         try:
             self.cluster.create(INFERENCE_SERVICES, obj)
             self.say(f"    created inferenceservices/{s.model_name} (MODEL_URI {uri}) in "
@@ -671,6 +691,8 @@ class Demo:
             ("rollout controller", f"http://127.0.0.1:{s.controller_port}/metrics  (log "
              f"{self.rel(s.log_dir / 'rollout-controller.log')})"),
             ("Prometheus", prometheus),
+            ("prediction log", f"{s.predictionlog_url}/predictions?limit=5"
+             if prediction_log.missing() is None else "skipped (initdb not installed)"),
             ("load-test reports", "  ".join(
                 self.rel(reports / label / "report.html") for label in ("stable", "good", "bad")
             )),
@@ -711,5 +733,6 @@ class Demo:
                 "not deleting it (a mistyped DEMO_DIR?)"
             )
         shutil.rmtree(s.state_dir)
+        prediction_log.remove_cluster(s)
         self.say(f"deleted {self.rel(s.state_dir)}/")
         return 0

@@ -275,6 +275,11 @@ class LocalServing:
                 ):
                     env[str(entry["name"])] = str(entry["value"])
         env.setdefault("LOAD_RETRY_MAX_SECONDS", "2")
+        logger_spec = spec.get("logger") or {}
+        if logger_spec.get("url"):
+            # KServe's agent would post the payloads; here the predictor does it itself.
+            env["LOGGER_URL"] = str(logger_spec["url"])
+            env["LOGGER_MODE"] = str(logger_spec.get("mode", "all"))
         argv = [
             self.python, "-m", "serving", "--model_uri", uri, "--host", "127.0.0.1",
             "--http_port", str(slot.http), "--grpc_port", str(slot.grpc),

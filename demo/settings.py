@@ -10,7 +10,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the demo writes into its state folder; `down --clean` refuses a folder holding
 # anything else, so a mistyped DEMO_DIR never deletes someone's files.
-STATE_ENTRIES = frozenset({"run", "logs", "mlflow", "prometheus", "loadtest", "cluster", "data"})
+STATE_ENTRIES = frozenset(
+    {"run", "logs", "mlflow", "prometheus", "loadtest", "cluster", "data", "postgres"}
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class DemoSettings:
     controller_port: int = 8086
     """The rollout controller's /metrics, /healthz and /readyz."""
     prometheus_port: int = 9090
+    postgres_port: int = 5433
+    """The prediction log's throwaway PostgreSQL (when initdb is installed)."""
+    predictionlog_port: int = 8087
+    """The prediction log (`python -m predictionlog`): events, `GET /predictions`."""
     users: int = 8
     """Locust users of both load tests."""
     load_seconds: int = 10
@@ -54,6 +60,8 @@ class DemoSettings:
             "SLOT_B_GRPC_PORT": self.slot_b_grpc_port,
             "CONTROLLER_PORT": self.controller_port,
             "PROMETHEUS_PORT": self.prometheus_port,
+            "POSTGRES_PORT": self.postgres_port,
+            "PREDICTIONLOG_PORT": self.predictionlog_port,
         }
         problems += [f"{k}={v} is not a port" for k, v in ports.items() if not 0 < v < 65536]
         if len(set(ports.values())) < len(ports):
@@ -86,6 +94,15 @@ class DemoSettings:
     @property
     def prometheus_dir(self) -> Path:
         return self.state_dir / "prometheus"
+
+    @property
+    def postgres_dir(self) -> Path:
+        """The prediction log's PostgreSQL cluster (initdb's data folder inside)."""
+        return self.state_dir / "postgres"
+
+    @property
+    def predictionlog_url(self) -> str:
+        return f"http://127.0.0.1:{self.predictionlog_port}"
 
     @property
     def cluster_dir(self) -> Path:

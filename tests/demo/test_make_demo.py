@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from demo.processes import Record, session_pids
+from demo.services import POSTGRES_BIN_DIRS
 from tests.support import REPO_ROOT, free_port, require_binary
 
 pytestmark = [
@@ -126,6 +127,7 @@ def assert_the_rollouts(out: str, state: Path, mlflow: str) -> None:
 def test_make_demo_twice_then_demo_down_leaves_no_process(clone: Path) -> None:
     require_binary("prometheus")
     require_binary("make")
+    require_binary("initdb", *POSTGRES_BIN_DIRS)  # the demo's prediction log
     state = clone / ".demo"
     ports = {
         name: str(free_port())
@@ -139,6 +141,8 @@ def test_make_demo_twice_then_demo_down_leaves_no_process(clone: Path) -> None:
             "SLOT_B_GRPC_PORT",
             "CONTROLLER_PORT",
             "PROMETHEUS_PORT",
+            "POSTGRES_PORT",
+            "PREDICTIONLOG_PORT",
         )
     }
     settings = [f"{k}={v}" for k, v in ports.items()]
@@ -157,7 +161,22 @@ def test_make_demo_twice_then_demo_down_leaves_no_process(clone: Path) -> None:
     assert f"MLflow UI          {mlflow}" in out
     assert out.rstrip().splitlines()[-1].startswith("Stop: make demo-down")
     started = records(state)
-    assert set(started) == {"mlflow", "local-serving", "prometheus", "rollout-controller"}
+    assert set(started) == {
+        "mlflow",
+        "local-serving",
+        "prometheus",
+        "rollout-controller",
+        "postgres",
+        "predictionlog",
+    }
+    # The predictors posted their exchanges to the prediction log, as KServe's agent would.
+    logged = requests.get(
+        f"http://127.0.0.1:{ports['PREDICTIONLOG_PORT']}/predictions",
+        params={"limit": "1000"},
+        timeout=10,
+    ).json()["predictions"]
+    assert {p["model_version"] for p in logged} >= {"1"}
+    assert all(p["request"] and p["response"] for p in logged)
     assert all(session_pids(r) for r in started.values())
     # The demo's Prometheus runs the chart's rules, and they see the versions served.
     prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
