@@ -7,9 +7,11 @@ import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 import requests
 
@@ -23,7 +25,14 @@ from tests.predictionlog.events import (
     v2_request,
     v2_response,
 )
-from tests.support import REPO_ROOT, RunningSink
+from tests.support import (
+    REPO_ROOT,
+    RunningSink,
+    free_port,
+    start_process,
+    wait_http_ok,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -266,3 +275,66 @@ def test_a_batch_with_one_bad_event_is_refused_whole(sink: RunningSink) -> None:
     assert answer.status_code == 400
     assert "event 1 of the batch" in answer.json()["error"]
     assert rows(sink.database_url, "id = ANY(%s)", ([good, bad],)) == []
+
+
+def test_the_sink_applies_the_retention_itself_on_its_interval(
+    postgresql_url: str, tmp_path: Path
+) -> None:
+    """A sink of its own, in a schema of its own (migrated on start), with a short
+    retention interval: the old row goes without any command, the recent one stays."""
+    port = free_port()
+    process = start_process(
+        [sys.executable, "-m", "predictionlog", "--host", "127.0.0.1", "--http-port", str(port)],
+        tmp_path / "sink.log",
+        env={
+            "DATABASE_URL": postgresql_url,
+            "DATABASE_SCHEMA": "retention_loop",
+            "RETENTION_DAYS": "30",
+            "RETENTION_INTERVAL_SECONDS": "0.5",
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    now = datetime.now(UTC)
+    try:
+        wait_http_ok(process, f"{url}/readyz", 60, "the second sink")
+        with requests.Session() as session:
+            assert post(session, url, "old", REQUEST, v2_request(), now - timedelta(days=31)).ok
+            assert post(session, url, "new", REQUEST, v2_request(), now - timedelta(days=1)).ok
+
+        def remaining() -> set[str]:
+            with psycopg.connect(postgresql_url) as conn:
+                found = conn.execute("SELECT id FROM retention_loop.predictions").fetchall()
+            return {row[0] for row in found}
+
+        wait_until(lambda: remaining() == {"new"}, 30, "the retention run")
+        deleted = metric(
+            requests.get(f"{url}/metrics", timeout=10).text,
+            "predictionlog_retention_deleted_rows_total",
+        )
+    finally:
+        process.stop()
+    assert deleted >= 1
+
+
+def test_without_its_database_the_sink_stays_alive_not_ready_and_refuses_with_503(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    process = start_process(
+        [sys.executable, "-m", "predictionlog", "--host", "127.0.0.1", "--http-port", str(port)],
+        tmp_path / "sink.log",
+        env={"DATABASE_URL": f"postgresql://mlops@127.0.0.1:{free_port()}/mlops"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(process, f"{url}/healthz", 60, "the sink to listen")
+        ready = requests.get(f"{url}/readyz", timeout=10)
+        answer = post(requests, url, unique("away"), REQUEST, v2_request())
+        history = requests.get(f"{url}/predictions", timeout=10)
+        # The log says what it waits for (after the pool's 5 s connection timeout).
+        wait_until(lambda: "database not reachable yet" in process.log(), 30, "the log line")
+    finally:
+        process.stop()
+    assert ready.status_code == 503
+    assert (answer.status_code, history.status_code) == (503, 503)
+    assert "not reachable" in answer.json()["error"]
