@@ -186,11 +186,11 @@ def satisfies(version: str, constraint: str) -> bool:
 
 
 def documented_minimum_helm() -> tuple[int, int]:
-    """The `| Helm | vX.Y or newer |` row of the prerequisites (README or docs/)."""
+    """The `| Helm | vX.Y or newer ... |` row of the prerequisites (README or docs/)."""
     found = set()
     for doc in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]:
         for major, minor in re.findall(
-            r"^\| Helm \| v(\d+)\.(\d+) or newer \|", doc.read_text(), re.M
+            r"^\| Helm \| v(\d+)\.(\d+) or newer\b", doc.read_text(), re.M
         ):
             found.add((int(major), int(minor)))
     assert len(found) == 1, f"expected one documented minimum Helm version, found {found}"
