@@ -78,6 +78,7 @@ def _controller(settings: Settings) -> int:
             settings.schedule,
             settings.poll_seconds,
             settings.grace_seconds,
+            ready_timeout_seconds=settings.ready_timeout_seconds,
             print_analyses=local,  # the demo shows each verdict table as it happens
         )
     except ValueError as e:

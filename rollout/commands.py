@@ -41,6 +41,8 @@ BACKOFF_BASE_SECONDS = 0.2
 0.1-0.2 s, 0.2-0.4, 0.4-0.8, 0.8-1.6 (1.5-3 s in all), so two writers that met once
 spread apart instead of meeting again at every attempt."""
 _jitter = random.Random()
+SETTLE_POLL_SECONDS = 1.0
+"""How often a rollback looks whether the restored revision is Ready."""
 VERDICT_EXIT = {
     Verdict.PASS: ExitCode.OK,
     Verdict.FAIL: ExitCode.FAILED,
@@ -78,6 +80,8 @@ class Rollout:
         self._kube: InferenceServiceApi | None = None
         self._registry: Registry | None = None
         self._prometheus: Prometheus | None = None
+        self.canary_revision: str | None = None
+        """The revision that served the canary, as the last `do_rollback` read it."""
 
     # -- the outside systems, made on first use --------------------------------------------
 
@@ -316,10 +320,14 @@ class Rollout:
         return ExitCode.OK
 
     def do_rollback(self, reason: str) -> tuple[str | None, str]:
-        """Traffic first (0 %), then the spec; returns (rejected version, stable version)."""
+        """Traffic first (0 %), then the spec; returns (rejected version, stable version).
+        `canary_revision` keeps the revision that served the canary (read before the
+        restore) for `settle_rollback`."""
         obj, state = self.read_state()
         candidate = check_can_roll_back(state)
         stable = state.stable_version or ""
+        if state.spec_version != stable:
+            self.canary_revision = state.isvc.latest_created_revision
         if state.isvc.canary_percent != 0:
             obj = self.apply(obj, lambda o: isvc.traffic_patch(o, 0))
         stable_uri = version_uri(self.settings.model_name, stable)
@@ -330,12 +338,79 @@ class Rollout:
             self.registry_action("tag", rejected, status=ROLLED_BACK, reason=reason)
         return rejected, stable
 
+    def settle_check(self, canary_revision: str | None) -> tuple[isvc.Json | None, str | None]:
+        """After a rollback: (object to clear, None) when the restored revision is Ready;
+        (None, None) when there is nothing left to clear; (None, why) while it must wait."""
+        obj, state = self.read_state()
+        percent = state.isvc.canary_percent
+        if percent is None:
+            return None, None
+        if percent != 0 or state.spec_version != state.stable_version:
+            return None, (
+                f"the spec changed meanwhile (it serves version {state.spec_version} at "
+                f"{percent} %), so canaryTrafficPercent is left as it is"
+            )
+        pending = isvc.restored_revision_pending(state.isvc, canary_revision)
+        return (obj, None) if pending is None else (None, pending)
+
+    def clear_rollback(self, obj: isvc.Json, canary_revision: str | None) -> None:
+        """Remove `canaryTrafficPercent: 0`: 100 % to the restored (stable) revision. The
+        patch is rebuilt on a 409 only if the object read again still allows it."""
+
+        def patch(o: isvc.Json) -> isvc.Json:
+            pending = isvc.restored_revision_pending(isvc.parse(o), canary_revision)
+            if pending is not None:
+                raise RefusedError(pending)
+            return isvc.promote_patch(o)
+
+        self.apply(obj, patch)
+
+    def settle_rollback(self, canary_revision: str | None, timeout: float) -> str | None:
+        """Wait (at most `timeout` s) for the restored revision, then clear the spec; None
+        when the spec is clean, else why it keeps `canaryTrafficPercent: 0`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            obj, why = self.settle_check(canary_revision)
+            if obj is not None:
+                try:
+                    self.clear_rollback(obj, canary_revision)
+                    return None
+                except RefusedError as e:
+                    why = str(e)
+            elif why is None or why.startswith("the spec changed"):
+                return why
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return f"{why} after {timeout:g}s"
+            self._sleep(min(SETTLE_POLL_SECONDS, left))
+
     def rollback(self) -> int:
-        rejected, stable = self.do_rollback(self.settings.reason)
+        dry = self.settings.dry_run
+        self.canary_revision = None
+        try:
+            rejected, stable = self.do_rollback(self.settings.reason)
+        except RefusedError:
+            # Rolled back before, but the spec kept 0 % (the restored revision was not
+            # Ready in time): finish that, nothing else.
+            _, state = self.read_state()
+            if not (state.rolled_back and state.spec_version == state.stable_version):
+                raise
+            rejected, stable = None, state.stable_version or ""
+        unsettled = (
+            None
+            if dry
+            else self.settle_rollback(self.canary_revision, self.settings.ready_timeout_seconds)
+        )
         self.emit(
-            f"{'would roll back' if self.settings.dry_run else 'rolled back'}: all traffic on "
+            f"{'would roll back' if dry else 'rolled back'}: all traffic on "
             f"stable version {stable}; version {rejected or '-'} tagged rejected"
         )
+        if unsettled is not None:
+            self.emit(
+                f"the spec keeps canaryTrafficPercent: 0 ({unsettled}); the stable version "
+                "still takes 100 %. Run `rollback` again to finish (it removes the field "
+                "once the restored revision is Ready)"
+            )
         self.emit(
             report.json_line(
                 {
@@ -343,7 +418,8 @@ class Rollout:
                     "rejected_version": rejected,
                     "stable_version": stable,
                     "reason": self.settings.reason,
-                    "dry_run": self.settings.dry_run,
+                    "dry_run": dry,
+                    "spec_clean": None if dry else unsettled is None,
                 }
             )
         )
@@ -361,6 +437,7 @@ class Rollout:
             lock.release()
 
     def _auto(self, lock: RolloutLock, ref: str) -> int:
+        self.canary_revision = None
         obj, state = self.read_state()
         schedule = self.settings.schedule
         already_at: int | None = None
@@ -393,6 +470,15 @@ class Rollout:
             sleep=sleep_holding_the_lock,
         )
         self.emit(f"{result.outcome.value.replace('_', ' ')}: version {version} ({result.reason})")
+        if result.outcome is Outcome.ROLLED_BACK:
+            unsettled = self.settle_rollback(
+                self.canary_revision, self.settings.ready_timeout_seconds
+            )
+            if unsettled is not None:
+                self.emit(
+                    f"the spec keeps canaryTrafficPercent: 0 ({unsettled}); the stable "
+                    "version still takes 100 %. Run `rollback` to finish"
+                )
         self.emit(
             report.json_line(
                 {

@@ -77,6 +77,7 @@ class IsvcState:
     """The `Ready` condition; None when the controller has not reported one yet."""
     ready_reason: str = ""
     """The Ready condition's reason and message, when it is not True."""
+    latest_created_revision: str | None = None
 
 
 def predictor(obj: Json) -> Json:
@@ -153,7 +154,36 @@ def parse(obj: Json) -> IsvcState:
         traffic=traffic,
         ready=ready,
         ready_reason=ready_reason,
+        latest_created_revision=component.get("latestCreatedRevision"),
     )
+
+
+def restored_revision_pending(state: IsvcState, canary_revision: str | None) -> str | None:
+    """Why removing `canaryTrafficPercent: 0` after a rollback is not safe yet; None when it is.
+
+    Removing it sends 100 % to the latest READY revision (Knative's Route follows it), so
+    it may go only once the revision the restored spec made is the latest created one AND
+    ready: before that, the latest ready revision is the rejected canary's.
+    `canary_revision` is the revision that served the canary (read before the restore);
+    without it (a second `rollback`), the latest created revision must at least not be
+    the last rolled-out one and must be the one the route's `latestRevision` names.
+    """
+    created, ready = state.latest_created_revision, state.latest_ready_revision
+    if not created or created == canary_revision:
+        return (
+            "KServe has not created the restored revision yet "
+            f"(latest created: {created or 'none'})"
+        )
+    if ready != created:
+        why = f": {state.ready_reason}" if state.ready_reason else ""
+        return (
+            f"the restored revision {created} is not Ready (latest ready: {ready or 'none'}){why}"
+        )
+    if canary_revision is None:
+        routed = [t.revision for t in state.traffic if t.latest]
+        if routed and routed[0] != created:
+            return f"the route does not follow the restored revision {created} yet"
+    return None
 
 
 def _guarded(obj: Json, predictor_patch: Json) -> Json:

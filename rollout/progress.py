@@ -51,6 +51,13 @@ class Progress:
     unjudged_since: float | None = None
     """Unix time of the first analysis of this step that could not run (Prometheus down)."""
     reason: str = ""
+    canary_revision: str | None = None
+    """Rolling back: the revision that served the canary, written before the stable spec is
+    restored (the revision the restore makes must be another one, and Ready, before
+    `canaryTrafficPercent: 0` is removed)."""
+    settle_since: float | None = None
+    """Rolling back: Unix time the stable spec was restored; the wait for its revision to
+    get Ready (before `canaryTrafficPercent` is removed) is bounded from here."""
     outcome: str | None = None
     """How the last rollout ended: `promoted`, `rolled_back` or `abandoned`."""
 

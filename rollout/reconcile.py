@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from contract.registry_tags import PROMOTED, ROLLED_BACK, ROLLOUT_STATUS
 from contract.uris import CHALLENGER, version_uri
 from rollout import isvc
-from rollout.commands import Rollout
+from rollout.commands import SETTLE_POLL_SECONDS, Rollout
 from rollout.controller_metrics import ControllerMetrics
 from rollout.errors import (
     ConflictError,
@@ -59,11 +59,18 @@ class ControllerConfig:
     """How often the registry is asked for a new @challenger while no rollout runs."""
     grace_seconds: float = 120.0
     """How long a step's analysis may fail to run (Prometheus down) before rolling back."""
+    ready_timeout_seconds: float = 300.0
+    """After a rollback, how long the restored revision may take to get Ready before the
+    rollout ends with `canaryTrafficPercent: 0` left in the spec (and a Warning)."""
     print_analyses: bool = False
     """Print each analysis's verdict table (and its JSON line) to stdout, as the CLI's
     `auto` does: the local mode's (`make demo` shows them); in the cluster, the log line."""
 
     def __post_init__(self) -> None:
+        if self.ready_timeout_seconds < 0:
+            raise ValueError(
+                f"--ready-timeout must be >= 0 seconds, got {self.ready_timeout_seconds:g}"
+            )
         if self.poll_seconds <= 0 or self.grace_seconds < 0:
             raise ValueError(
                 f"--poll must be > 0 and --grace >= 0 seconds, got {self.poll_seconds:g} "
@@ -395,7 +402,17 @@ class Reconciler:
         return self.config.poll_seconds
 
     def _roll_back(self, progress: Progress) -> float:
+        """Traffic to 0, the stable spec restored, the version tagged; then `_settle`."""
         version = progress.version or ""
+        if progress.settle_since is not None:
+            return self._settle(progress)
+        if progress.canary_revision is None:
+            _, state = self.rollout.read_state()
+            if state.spec_version == version and state.spec_version != state.stable_version:
+                # Write-ahead: which revision served the canary, before the restore makes
+                # another; after a restart the wait for "another, and Ready" needs it.
+                progress = progress.but(canary_revision=state.isvc.latest_created_revision)
+                self._write(progress)
         try:
             self.rollout.do_rollback(progress.reason)
         except RefusedError:
@@ -404,10 +421,43 @@ class Reconciler:
                 self.rollout.registry_action(
                     "tag", version, status=ROLLED_BACK, reason=progress.reason
                 )
-        obj, _ = self.rollout.read_state()
+        progress = progress.but(settle_since=self.clock())
+        self._write(progress)
+        return self._settle(progress)
+
+    def _settle(self, progress: Progress) -> float:
+        """Remove `canaryTrafficPercent: 0` once the restored revision is Ready (never
+        before: until then the latest ready revision is the rejected canary's); the
+        rollout ends then, or at --ready-timeout with the 0 kept and a Warning."""
+        version = progress.version or ""
+        obj, why = self.rollout.settle_check(progress.canary_revision)
+        if obj is not None:
+            try:
+                self.rollout.clear_rollback(obj, progress.canary_revision)
+                why = None
+            except RefusedError as e:
+                why = str(e)
+        elif why is None or why.startswith("the spec changed"):
+            obj = None
+        waited = self.clock() - (progress.settle_since or self.clock())
+        timeout = self.config.ready_timeout_seconds
+        if why is not None and not why.startswith("the spec changed") and waited < timeout:
+            return min(SETTLE_POLL_SECONDS, max(0.05, timeout - waited))
+        current, _ = self.rollout.read_state()
         self._write(progress.but(phase=Phase.IDLE, outcome="rolled_back"))
+        if why is not None:
+            self.record(
+                current,
+                version,
+                "RolloutSpecKeepsZero",
+                f"the spec keeps canaryTrafficPercent: 0 ({why}; waited {waited:.0f}s, "
+                f"--ready-timeout {timeout:g}s); the stable version {progress.stable} still "
+                "takes 100 %; `python -m rollout rollback` removes the field once the "
+                "restored revision is Ready",
+                WARNING,
+            )
         self.record(
-            obj,
+            current,
             version,
             "RolloutRolledBack",
             f"version {version} rejected, all traffic on stable version {progress.stable}: "

@@ -51,6 +51,9 @@ class Settings:
     schedule: Schedule
     poll_seconds: float = 30.0
     """`controller`: how often the registry is asked for a new @challenger."""
+    ready_timeout_seconds: float = 300.0
+    """`rollback`/`auto`/`controller --ready-timeout`: how long a rollback waits for the
+    restored revision to get Ready before removing `canaryTrafficPercent: 0`."""
     grace_seconds: float = 120.0
     """`controller`: how long a step's analysis may be unavailable before rolling back."""
     controller_isvc: str | None = None
@@ -201,6 +204,16 @@ def _add_schedule(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_ready_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=300.0,
+        help="after a rollback, seconds to wait for the restored revision to get Ready "
+        "before removing canaryTrafficPercent: 0 (default 300)",
+    )
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     # Both spellings of every flag (--tracking-uri, --tracking_uri): contract/flags.py.
     parser = FlagParser(
@@ -243,10 +256,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     rollback.add_argument(
         "--reason", default="rolled back by the operator", help="recorded on the version"
     )
+    _add_ready_timeout(rollback)
 
     auto = command("auto", "step through a schedule, analysing after each step")
     _add_version(auto)
     _add_schedule(auto)
+    _add_ready_timeout(auto)
     _add_thresholds(auto)
 
     controller = command(
@@ -254,6 +269,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "run in the cluster: take every new @challenger through the schedule on its own",
     )
     _add_schedule(controller)
+    _add_ready_timeout(controller)
     _add_thresholds(controller)
     group = controller.add_argument_group("the controller")
     group.add_argument(
@@ -320,6 +336,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     percent = 10 if raw_percent is None else int(raw_percent)
     if not 1 <= percent <= 99:
         raise ConfigError(f"--percent must be within 1..99 (100 is `promote`), got {percent}")
+    if float(get("ready_timeout") or 0) < 0:
+        raise ConfigError(f"--ready-timeout must be >= 0 seconds, got {get('ready_timeout')}")
     version = get("version")
     if version is not None and not is_version_number(str(version)):
         raise ConfigError(f"--version must be a registry version number, got {version!r}")
@@ -361,6 +379,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         schedule=schedule,
         poll_seconds=float(get("poll") or 30.0),
         grace_seconds=float(getattr(args, "grace", 120.0)),
+        ready_timeout_seconds=float(getattr(args, "ready_timeout", 300.0)),
         controller_isvc=args.isvc if args.command == "controller" else None,
         controller_listen=str(get("listen") or "0.0.0.0"),
         controller_metrics_port=int(get("metrics_port") or 9090),

@@ -45,6 +45,7 @@ def registry_model(mlflow_server: MlflowServer) -> RegistryModel:
 @pytest.fixture
 def fake_api() -> Iterator[FakeApiServer]:
     with FakeApiServer().running() as server:
+        server.revisions = "ready"  # KServe's status follows each new predictor template
         yield server
 
 

@@ -19,6 +19,13 @@ recorder. It behaves as the real one does where the rollout relies on it:
   LIST of a collection with its resourceVersion, a WATCH that streams every change
   after a given resourceVersion as JSON lines (chunked), and the creation of core/v1
   Events with `generateName` (kept in `events`).
+- KServe's status, where the rollout reads it (`revisions`): a spec change of an
+  InferenceService's predictor template (all of `spec.predictor` but
+  `canaryTrafficPercent`) makes Knative create a new revision, `<name>-predictor-NNNNN`
+  (`status.components.predictor.latestCreatedRevision`); in mode "ready" it is Ready at
+  once (`latestReadyRevision` follows), in mode "pending" it stays not Ready until the
+  test calls `revision_ready` (as a revision that pulls its image and loads its model);
+  None (the default) leaves the status as the test wrote it.
 Its merge-patch code is written independently of the code under test.
 """
 
@@ -208,6 +215,8 @@ class FakeApiServer:
         """Merge patches someone else applies between our GET and our next PATCH."""
         self.spec_edit_before_next_patch: dict[str, Any] | None = None
         """Simulate a person changing the spec between our GET and PATCH."""
+        self.revisions: str | None = None
+        """KServe's status stand-in: None, "ready" or "pending" (see the module's doc)."""
         self.forbidden_verbs: set[str] = set()
         """RBAC: verbs (get, patch, create, update, delete) answered 403, on everything or,
         as `"get leases"`, on one resource."""
@@ -235,6 +244,35 @@ class FakeApiServer:
         with self.lock:
             current = self.objects[path]
             self._store(path, current, rfc7386(copy.deepcopy(current), patch))
+
+    def revision_ready(self, path: str) -> None:
+        """KServe reports the latest created revision Ready (it now takes the traffic the
+        route gives `latestRevision`)."""
+        with self.lock:
+            current = self.objects[path]
+            component = current["status"]["components"]["predictor"]
+            latest = component["latestCreatedRevision"]
+            edit = {"status": {"components": {"predictor": {"latestReadyRevision": latest}}}}
+            self._store(path, current, rfc7386(copy.deepcopy(current), edit))
+
+    def _kserve_status(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """A new revision for a new predictor template (see `revisions`)."""
+
+        def template(obj: dict[str, Any]) -> Any:
+            found = dict((obj.get("spec") or {}).get("predictor") or {})
+            found.pop("canaryTrafficPercent", None)
+            return found
+
+        if self.revisions is None or template(old) == template(new):
+            return
+        component = new.setdefault("status", {}).setdefault("components", {})
+        predictor = component.setdefault("predictor", {})
+        # Knative numbers a Configuration's revisions in order: the next after the latest.
+        last = str(predictor.get("latestCreatedRevision") or "-00000").rsplit("-", 1)[-1]
+        name = f"{new['metadata']['name']}-predictor-{int(last) + 1:05d}"
+        predictor["latestCreatedRevision"] = name
+        if self.revisions == "ready":
+            predictor["latestReadyRevision"] = name
 
     def event_reasons(self) -> list[str]:
         with self.lock:
@@ -270,6 +308,8 @@ class FakeApiServer:
         meta = new.setdefault("metadata", {})
         if old is not None and new.get("spec") != old.get("spec"):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+            if "/inferenceservices/" in path:
+                self._kserve_status(old, new)
         self.revision += 1
         meta["resourceVersion"] = str(self.revision)
         self.objects[path] = new

@@ -221,7 +221,7 @@ def test_failing_challenger_is_rolled_back_at_the_first_step(
 
     assert "success_ratio" in final["message"] and "at 10 %" in final["message"]
     spec = predictor_spec(fake_api, path)
-    assert spec["canaryTrafficPercent"] == 0
+    assert "canaryTrafficPercent" not in spec  # the restored revision was Ready: cleared
     assert model_uri(spec) == f"models:/{registry_model.name}/1"
     assert registry_model.aliases()["champion"] == "1"
     tags = registry_model.tags("2")
@@ -231,6 +231,8 @@ def test_failing_challenger_is_rolled_back_at_the_first_step(
     assert spec_patches[0]["canaryTrafficPercent"] == 10
     assert spec_patches[1] == {"canaryTrafficPercent": 0}
     assert model_uri(spec_patches[2]) == f"models:/{registry_model.name}/1"
+    assert spec_patches[3] == {"canaryTrafficPercent": None}  # then the field goes
+    assert len(spec_patches) == 4
     assert fake_api.event_reasons() == ["RolloutStarted", "RolloutRolledBack"]
     assert fake_api.events[-1]["type"] == "Warning"
     model = registry_model.name
@@ -256,7 +258,7 @@ def test_prometheus_down_during_a_soak_rolls_back_after_the_grace(
     assert "Prometheus" in final["message"]
     assert registry_model.tags("2")["rollout_status"] == "rejected"
     assert "could not be judged" in registry_model.tags("2")["rollout_reason"]
-    assert predictor_spec(fake_api, path)["canaryTrafficPercent"] == 0
+    assert "canaryTrafficPercent" not in predictor_spec(fake_api, path)
     assert "could not be judged" in fake_api.events[-1]["message"]
     model = registry_model.name
     unavailable = controller.sample(
@@ -354,7 +356,7 @@ def test_a_helm_upgrade_during_the_rollback_is_not_lost(
     assert spec["containers"][0]["image"] == "kind.local/mlops-serving:0.2.0"  # Helm's
     assert spec["maxReplicas"] == 3  # Helm's
     assert model_uri(spec) == f"models:/{registry_model.name}/1"  # the controller's
-    assert spec["canaryTrafficPercent"] == 0
+    assert "canaryTrafficPercent" not in spec
     restores = [r for r in fake_api.patches() if "containers" in r.body["spec"]["predictor"]]
     assert len(restores) == 3  # the start, the refused restore, the rebuilt restore
     assert (
@@ -451,3 +453,70 @@ def test_a_step_the_record_announced_but_never_sent_is_sent_on_restart(
             fresh.tick()
     assert len(fake_api.patches()) == 1
     assert fake_api.get(lease_path(name))["metadata"]["annotations"][ANNOTATION] == "{not json"
+
+
+def test_the_rollback_clears_the_zero_only_once_the_restored_revision_is_ready_even_across_a_kill(
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+    start_controller: Callable[..., Controller],
+) -> None:
+    """KServe makes a new revision for the restored spec; until it is Ready the latest ready
+    revision is the rejected canary's, so `canaryTrafficPercent: 0` must stay. A SIGKILL
+    in that wait: the restarted controller finishes the cleanup from the record."""
+    fake_api.revisions = "pending"  # new revisions are not Ready until the test says so
+    path = make_isvc("1")
+    prometheus = canned({"1": HEALTHY, "2": ERRORING})
+    first = start_controller(prometheus.url)
+
+    def restored() -> bool:
+        return record(fake_api, registry_model.name).get("settle_since") is not None
+
+    wait_until(restored, DEADLINE, "the stable spec's restore", interval=0.1)
+    progress = record(fake_api, registry_model.name)
+    assert progress["phase"] == "rolling_back"
+    assert progress["canary_revision"] == f"{registry_model.name}-predictor-00002"
+    time.sleep(1.0)  # several settle ticks: none may clear the field
+    spec = predictor_spec(fake_api, path)
+    assert spec["canaryTrafficPercent"] == 0
+    assert model_uri(spec) == f"models:/{registry_model.name}/1"
+    assert not any(r in ENDS for r in fake_api.event_reasons())
+    os.killpg(first.process.popen.pid, signal.SIGKILL)
+    first.process.popen.wait(10)
+
+    fake_api.revision_ready(path)  # the restored revision (00003) is Ready now
+    ready_at = len(fake_api.requests)
+    second = start_controller(prometheus.url)
+    wait_for_end(fake_api, registry_model.name, second, "RolloutRolledBack")
+
+    assert "canaryTrafficPercent" not in predictor_spec(fake_api, path)
+    clears = [
+        i
+        for i, r in enumerate(fake_api.requests)
+        if r.method == "PATCH"
+        and r.body.get("spec") == {"predictor": {"canaryTrafficPercent": None}}
+    ]
+    assert len(clears) == 1 and clears[0] > ready_at  # only after the revision was Ready
+    assert "RolloutSpecKeepsZero" not in fake_api.event_reasons()
+
+
+def test_a_restored_revision_that_never_gets_ready_keeps_the_zero_with_a_warning(
+    fake_api: FakeApiServer,
+    make_isvc: Any,
+    registry_model: RegistryModel,
+    canned: Callable[[dict[str, VersionNumbers]], CannedPrometheus],
+    start_controller: Callable[..., Controller],
+) -> None:
+    fake_api.revisions = "pending"
+    path = make_isvc("1")
+    prometheus = canned({"1": HEALTHY, "2": ERRORING})
+    controller = start_controller(prometheus.url, "--ready-timeout", "1")
+    wait_for_end(fake_api, registry_model.name, controller, "RolloutRolledBack")
+
+    assert predictor_spec(fake_api, path)["canaryTrafficPercent"] == 0  # stable keeps 100 %
+    kept = next(e for e in fake_api.events if e["reason"] == "RolloutSpecKeepsZero")
+    assert kept["type"] == "Warning"
+    assert f"{registry_model.name}-predictor-00003 is not Ready" in kept["message"]
+    assert "--ready-timeout 1s" in kept["message"]
+    assert registry_model.tags("2")["rollout_status"] == "rejected"

@@ -31,6 +31,7 @@ def test_parse_reads_spec_and_status() -> None:
             isvc.TrafficTarget("breast-cancer-predictor-00001", 90, False, "prev"),
         ),
         ready=True,
+        latest_created_revision="breast-cancer-predictor-00002",
     )
 
 
@@ -118,3 +119,26 @@ def test_model_uri_from_value_from_is_refused() -> None:
     ]
     with pytest.raises(isvc.IsvcShapeError, match="valueFrom"):
         isvc.start_patch(obj, "models:/breast-cancer/5", 10)
+
+
+def test_the_zero_may_go_only_once_a_revision_other_than_the_canarys_is_ready() -> None:
+    obj = canary_isvc()
+    component = obj["status"]["components"]["predictor"]
+    canary = "breast-cancer-predictor-00002"
+    # Restored in the spec, but KServe has not made its revision yet: removing the 0 now
+    # would send 100 % to the latest ready revision, the canary's.
+    pending = isvc.restored_revision_pending(isvc.parse(obj), canary)
+    assert pending is not None and "not created the restored revision" in pending
+    component["latestCreatedRevision"] = "breast-cancer-predictor-00003"
+    obj["status"]["conditions"] = [
+        {"type": "Ready", "status": "False", "reason": "RevisionMissing", "message": "pulling"}
+    ]
+    pending = isvc.restored_revision_pending(isvc.parse(obj), canary)
+    assert pending is not None and "00003 is not Ready" in pending and "pulling" in pending
+    component["latestReadyRevision"] = "breast-cancer-predictor-00003"
+    assert isvc.restored_revision_pending(isvc.parse(obj), canary) is None
+    # Without a record of the canary's revision, the route must follow the restored one.
+    pending = isvc.restored_revision_pending(isvc.parse(obj), None)
+    assert pending is not None and "route" in pending
+    component["traffic"][0]["revisionName"] = "breast-cancer-predictor-00003"
+    assert isvc.restored_revision_pending(isvc.parse(obj), None) is None

@@ -313,7 +313,8 @@ def test_rollback_cuts_traffic_first_then_restores_stable_and_tags_the_version(
     before = fake_api.get(path)
     code, out = cli("rollback", "--reason", "p99 too high in the demo")
     assert code == 0, out
-    assert fake_api.methods() == ["GET", "PATCH", "PATCH"]
+    # Traffic, restore; then a read shows the restored revision Ready, and the 0 goes.
+    assert fake_api.methods() == ["GET", "PATCH", "PATCH", "GET", "PATCH"]
     first, second = fake_api.requests[1], fake_api.requests[2]
     assert_merge_patch(first, path)
     assert first.body == {
@@ -326,8 +327,13 @@ def test_rollback_cuts_traffic_first_then_restores_stable_and_tags_the_version(
         "metadata": {"resourceVersion": "1001"},  # the version the first patch returned
         "spec": {"predictor": {"containers": containers_serving(before, stable_uri)}},
     }
+    third = fake_api.patches()[2]  # the restored revision is Ready: the 0 goes
+    assert third.body == {
+        "metadata": {"resourceVersion": "1002"},
+        "spec": {"predictor": {"canaryTrafficPercent": None}},
+    }
     after = fake_api.get(path)["spec"]["predictor"]
-    assert after["canaryTrafficPercent"] == 0
+    assert "canaryTrafficPercent" not in after
     assert after["containers"] == containers_serving(before, stable_uri)
     assert registry_model.aliases() == {"champion": "1", "challenger": "2"}
     tags = registry_model.tags("2")
@@ -338,7 +344,7 @@ def test_rollback_cuts_traffic_first_then_restores_stable_and_tags_the_version(
     # The rejected version is not started again by accident.
     code, _ = cli("start", "--version", "2")
     assert code == 2
-    assert len(fake_api.patches()) == 2
+    assert len(fake_api.patches()) == 3
 
 
 def test_a_status_write_between_read_and_patch_is_retried(
@@ -569,7 +575,7 @@ def test_auto_with_a_failing_analysis_rolls_back_at_once(
     prometheus = canned({"1": HEALTHY, "2": ERRORING})
     code, out = cli("auto", "--version", "2", "--prometheus-url", prometheus.url, *AUTO_FAST)
     assert code == 1, out
-    assert fake_api.calls() == ["GET", "PATCH", "GET", "PATCH", "PATCH"]
+    assert fake_api.calls() == ["GET", "PATCH", "GET", "PATCH", "PATCH", "GET", "PATCH"]
     bodies = [r.body for r in fake_api.patches()]
     assert bodies[0]["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert bodies[1:] == [
@@ -582,6 +588,7 @@ def test_auto_with_a_failing_analysis_rolls_back_at_once(
                 }
             },
         },
+        traffic_body("1004", None),  # the restored revision is Ready: the field goes
     ]
     assert registry_model.aliases()["champion"] == "1"
     tags = registry_model.tags("2")
@@ -643,7 +650,10 @@ def test_interrupting_auto_rolls_back(
         10,
         0,
         None,  # the restore patch carries only the containers
+        None,  # the restored revision is Ready: canaryTrafficPercent removed
     ]
+    spec = fake_api.get(isvc_path(registry_model.name))["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in spec
     assert registry_model.aliases()["champion"] == "1"
     assert registry_model.tags("2")["rollout_reason"] == (
         "interrupted by the operator before the rollout finished"
@@ -698,10 +708,11 @@ def test_auto_rolls_back_when_prometheus_answers_garbage(
     ] == [
         10,
         0,
-        None,
+        None,  # the restore
+        None,  # the restored revision is Ready: canaryTrafficPercent removed
     ]
     after = fake_api.get(path)["spec"]["predictor"]
-    assert after["canaryTrafficPercent"] == 0
+    assert "canaryTrafficPercent" not in after
     assert after["containers"] == before["spec"]["predictor"]["containers"]
     summary = last_json(out)
     assert summary["outcome"] == "rolled_back"
@@ -725,7 +736,7 @@ def test_auto_rolls_back_on_an_error_nobody_foresaw(
     monkeypatch.setattr("rollout.commands.version_stats", broken)
     code, out = cli("auto", "--version", "2", *AUTO_FAST)
     assert code == 1, out
-    assert fake_api.get(path)["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert "canaryTrafficPercent" not in fake_api.get(path)["spec"]["predictor"]
     assert last_json(out)["reason"] == (
         "aborted by an unexpected error: ZeroDivisionError: float division by zero"
     )

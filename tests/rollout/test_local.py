@@ -172,8 +172,11 @@ def test_promote_moves_champion_and_rollback_tags_the_version(
 
     registry_model.client.set_registered_model_alias(name, "challenger", "3")
     assert rollout("start")[0] == 0
-    code, out = rollout("rollback", "--reason", "looked wrong")
+    # No local serving runs here: nobody reports the restored revision Ready, so the 0 stays
+    # (removing it would send 100 % to the latest READY revision: the rejected canary).
+    code, out = rollout("rollback", "--reason", "looked wrong", "--ready-timeout", "0")
     assert code == 0, out
+    assert "Run `rollback` again to finish" in out and '"spec_clean":false' in out
     rolled_back = stored(cluster, name)
     assert rolled_back["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert model_uri(rolled_back) == f"models:/{name}/2"  # the stable version, back
@@ -357,10 +360,15 @@ def test_controller_rolls_back_a_failing_challenger_on_the_local_cluster(
     start_controller: Callable[..., LocalController],
 ) -> None:
     name = registry_model.name
-    controller = start_controller(canned({"1": HEALTHY, "2": ERRORING}).url)
+    # No local serving: the restored revision is never reported Ready, so the rollback ends
+    # at --ready-timeout with the 0 kept and a Warning saying so.
+    url = canned({"1": HEALTHY, "2": ERRORING}).url
+    controller = start_controller(url, "--ready-timeout", "0.5")
     final = wait_for_end(cluster, controller, "RolloutRolledBack")
 
     assert "success_ratio" in final["message"] and final["type"] == "Warning"
+    kept = next(e for e in cluster.events() if e["reason"] == "RolloutSpecKeepsZero")
+    assert kept["type"] == "Warning" and "not created the restored revision" in kept["message"]
     obj = stored(cluster, name)
     assert obj["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert model_uri(obj) == f"models:/{name}/1"
@@ -496,7 +504,7 @@ def test_the_make_targets_act_on_the_local_cluster_with_target_local(
     done = make("rollout-status")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["canary_version"] == "2"
-    done = make("rollback", "ROLLBACK_REASON=by make")
+    done = make("rollback", "ROLLBACK_REASON=by make", "ROLLOUT_ARGS=--ready-timeout 0")
     assert done.returncode == 0, done.stderr
     assert registry_model.tags("2")["rollout_reason"] == "by make"
     assert (tmp_path / "exit-code").read_text().strip() == "0"
