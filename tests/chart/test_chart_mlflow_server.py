@@ -4,9 +4,7 @@ PostgreSQL; the training package registers a model through it, as the Job does."
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,14 +23,13 @@ from tests.support import (
     Process,
     free_port,
     last_json,
-    require_binary,
+    running_postgresql,
     start_process,
     wait_http_ok,
 )
 
 pytestmark = [pytest.mark.chart, pytest.mark.integration]
 
-POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
 MODEL = "breast-cancer"
 
 
@@ -313,54 +310,8 @@ def test_mlflow_behind_the_chart_s_ingress_accepts_the_ingress_host(tmp_path: Pa
 @pytest.fixture
 def postgresql() -> Iterator[str]:
     """A throwaway PostgreSQL cluster (initdb + pg_ctl) with an `mlflow` database."""
-    bin_dir = str(POSTGRES_BIN[-1]) if POSTGRES_BIN else ""
-    initdb = require_binary("initdb", bin_dir)
-    pg_ctl = require_binary("pg_ctl", bin_dir)
-    createdb = require_binary("createdb", bin_dir)
-    # PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`, in a
-    # folder of its own (pytest's tmp_path is not reachable for other users).
-    root = Path(tempfile.mkdtemp(prefix="mlops-pg-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        run_as = ["runuser", "-u", "nobody", "--"]
-        shutil.chown(root, "nobody")
-    data, port = root / "data", free_port()
-    try:
-        subprocess.run(
-            [*run_as, initdb, "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                *run_as,
-                pg_ctl,
-                "-D",
-                str(data),
-                "-l",
-                str(root / "pg.log"),
-                "-w",
-                "-o",
-                f"-k {root} -h 127.0.0.1 -p {port}",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [*run_as, createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
-    finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                [*run_as, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
-                check=False,
-                capture_output=True,
-            )
-        shutil.rmtree(root, ignore_errors=True)
+    with running_postgresql(user="mlflow", database="mlflow") as url:
+        yield url
 
 
 def test_postgresql_server_with_chart_args_registers_a_model(
@@ -379,15 +330,8 @@ def test_postgresql_server_with_chart_args_registers_a_model(
     assert not (server.data_dir / "mlflow.db").exists()
     assert (summary["status"], summary["version"]) == ("registered", "1")
     assert versions == ["1"]
-    tables = subprocess.run(
-        [
-            require_binary("psql", str(POSTGRES_BIN[-1]) if POSTGRES_BIN else ""),
-            postgresql,
-            "-tAc",
-            "select name from registered_models",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert tables.stdout.split() == [MODEL]
+    import psycopg
+
+    with psycopg.connect(postgresql) as conn:
+        tables = [row[0] for row in conn.execute("select name from registered_models")]
+    assert tables == [MODEL]

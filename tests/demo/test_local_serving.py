@@ -20,6 +20,7 @@ import requests
 
 from contract.local_cluster import LocalCluster
 from demo.local_serving import chart_inference_service
+from loadtest import v2
 from rollout import isvc
 from tests.support import (
     PYTHON,
@@ -35,38 +36,7 @@ pytestmark = pytest.mark.integration
 
 NAME = "local-serving"
 DEADLINE = 150.0
-ROW = [
-    17.99,
-    10.38,
-    122.8,
-    1001.0,
-    0.1184,
-    0.2776,
-    0.3001,
-    0.1471,
-    0.2419,
-    0.07871,
-    1.095,
-    0.9053,
-    8.589,
-    153.4,
-    0.006399,
-    0.04904,
-    0.05373,
-    0.01587,
-    0.03003,
-    0.006193,
-    25.38,
-    17.33,
-    184.6,
-    2019.0,
-    0.1622,
-    0.6656,
-    0.7119,
-    0.2654,
-    0.4601,
-    0.1189,
-]  # fmt: skip  (row 0 of the Wisconsin set)
+ROW = v2.load_rows("breast_cancer")[0].tolist()  # row 0 of the Wisconsin set
 BODY = {"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP64", "data": ROW}]}
 
 
