@@ -222,14 +222,14 @@ WRITER = textwrap.dedent(
     me, rounds = sys.argv[2], int(sys.argv[3])
     done = 0
     while done < rounds:
-        obj = cluster.get("leases", "shared")
+        obj = cluster.get("leases", "contended")
         spec = obj["spec"]
         patch = {
             "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
             "spec": {"count": spec["count"] + 1, me: spec.get(me, 0) + 1},
         }
         try:
-            cluster.merge_patch("leases", "shared", patch)
+            cluster.merge_patch("leases", "contended", patch)
         except Conflict:
             continue  # someone wrote in between: read again, as a client does
         cluster.post_event({"metadata": {"generateName": me + "."}, "reason": "Counted"})
@@ -239,7 +239,7 @@ WRITER = textwrap.dedent(
 
 
 def test_two_processes_writing_at_once_lose_no_update(cluster: LocalCluster) -> None:
-    cluster.create(LEASES, {"metadata": {"name": "shared"}, "spec": {"count": 0}})
+    cluster.create(LEASES, {"metadata": {"name": "contended"}, "spec": {"count": 0}})
     rounds = 60
     writers = [
         subprocess.Popen(
@@ -250,7 +250,7 @@ def test_two_processes_writing_at_once_lose_no_update(cluster: LocalCluster) -> 
     for writer in writers:
         assert writer.wait(timeout=120) == 0
 
-    spec = cluster.get(LEASES, "shared")["spec"]
+    spec = cluster.get(LEASES, "contended")["spec"]
     assert spec == {"count": 2 * rounds, "a": rounds, "b": rounds}
     assert len(cluster.events()) == 2 * rounds
     # Every change took its own revision: 1 create, then one patch and one event a round.
