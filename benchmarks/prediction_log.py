@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from benchmarks.serving import (
     run_wrk,
     wait_ready,
     write_lua,
+    wrk_output,
 )
 from demo.services import (
     PYTHON,
@@ -116,18 +116,11 @@ def run_wrk_counted(
     cores: Cores, url: str, script: Path, concurrency: int, seconds: float
 ) -> tuple[Sample, int]:
     """wrk's sample and the number of requests it completed."""
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
-    done = subprocess.run(
-        [*cores.client, *command, url],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    )
-    total = re.search(r"(\d+) requests in", done.stdout)
+    output = wrk_output(cores, url, script, concurrency, seconds)
+    total = re.search(r"(\d+) requests in", output)
     if total is None:
-        raise ValueError(f"unexpected wrk output:\n{done.stdout}")
-    return parse_wrk(done.stdout), int(total.group(1))
+        raise ValueError(f"unexpected wrk output:\n{output}")
+    return parse_wrk(output), int(total.group(1))
 
 
 def measure_sink(

@@ -152,7 +152,8 @@ def write_lua(folder: Path, body: bytes) -> Path:
     return script
 
 
-def run_wrk(cores: Cores, url: str, script: Path, concurrency: int, seconds: float) -> Sample:
+def wrk_output(cores: Cores, url: str, script: Path, concurrency: int, seconds: float) -> str:
+    """What one wrk run (one thread, on the client's core) prints."""
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
     done = subprocess.run(
         [*cores.client, *command, url],
@@ -161,7 +162,11 @@ def run_wrk(cores: Cores, url: str, script: Path, concurrency: int, seconds: flo
         timeout=seconds + 60,
         check=True,
     )
-    return parse_wrk(done.stdout)
+    return done.stdout
+
+
+def run_wrk(cores: Cores, url: str, script: Path, concurrency: int, seconds: float) -> Sample:
+    return parse_wrk(wrk_output(cores, url, script, concurrency, seconds))
 
 
 # --- servers -----------------------------------------------------------------------------
