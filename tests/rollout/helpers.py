@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support import MlflowServer
+import requests
+
+from tests.support import MlflowServer, Process, wait_until
 
 NAMESPACE = "mlops"
 TOKEN = "test-token-123"
@@ -47,3 +49,16 @@ def register_versions(server: MlflowServer, name: str, count: int = 3) -> Regist
 
 def isvc_path(name: str) -> str:
     return f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservices/{name}"
+
+
+def wait_controller_ready(process: Process, url: str, deadline: float, what: str) -> None:
+    """Until the controller's `/readyz` at `url` answers 200; its log if it exits first."""
+
+    def ready() -> bool:
+        assert process.alive(), f"the controller exited:\n{process.log()}"
+        try:
+            return requests.get(f"{url}/readyz", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_until(ready, deadline, what)

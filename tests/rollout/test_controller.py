@@ -29,7 +29,7 @@ from tests.rollout.fake_prometheus import (
     CannedPrometheus,
     VersionNumbers,
 )
-from tests.rollout.helpers import NAMESPACE, RegistryModel
+from tests.rollout.helpers import NAMESPACE, RegistryModel, wait_controller_ready
 from tests.support import PYTHON, Process, free_port, start_process, wait_until
 
 pytestmark = pytest.mark.integration
@@ -93,14 +93,7 @@ def start_controller(
         started.append(process)
         controller = Controller(process, metrics_port, health_port)
 
-        def ready() -> bool:
-            assert process.alive(), f"the controller exited:\n{process.log()}"
-            try:
-                return requests.get(f"{controller.metrics_url}/readyz", timeout=2).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_until(ready, DEADLINE, "the controller's /readyz")
+        wait_controller_ready(process, controller.metrics_url, DEADLINE, "the controller's /readyz")
         return controller
 
     yield start

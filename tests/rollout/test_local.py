@@ -31,7 +31,7 @@ from rollout.progress import ANNOTATION
 from rollout.settings import build_parser, settings_from_args
 from tests.rollout.fake_apiserver import inference_service
 from tests.rollout.fake_prometheus import ERRORING, HEALTHY, CannedPrometheus, VersionNumbers
-from tests.rollout.helpers import NAMESPACE, RegistryModel
+from tests.rollout.helpers import NAMESPACE, RegistryModel, wait_controller_ready
 from tests.support import PYTHON, REPO_ROOT, Process, free_port, start_process, wait_until
 
 pytestmark = pytest.mark.integration
@@ -287,14 +287,7 @@ def start_controller(
         started.append(process)
         controller = LocalController(process, port)
 
-        def ready() -> bool:
-            assert process.alive(), f"the controller exited:\n{process.log()}"
-            try:
-                return requests.get(f"{controller.url}/readyz", timeout=2).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_until(ready, DEADLINE, "the local controller's /readyz")
+        wait_controller_ready(process, controller.url, DEADLINE, "the local controller's /readyz")
         return controller
 
     yield start
